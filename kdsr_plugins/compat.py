@@ -1,0 +1,194 @@
+"""Compatibility fixes for BasicSR 1.4.2 on current torch / torchvision (platform spec §3-§4).
+
+Two kinds of fixes live here:
+
+* import shims, which must run before the first ``import torchvision`` / ``import basicsr``:
+  the missing ``torchvision::nms``/``qnms`` schemas on a CPU torch with a CUDA torchvision
+  wheel, and the removed ``torchvision.transforms.functional_tensor`` module;
+* runtime patches of BasicSR functions that are unsafe on CPU or under ``torchrun``:
+  resume-state loading (R1) and distributed initialisation (R2).
+
+Every fix is applied only where it is needed; on a CUDA install whose torchvision ops load,
+the ops shim does nothing.
+"""
+from __future__ import annotations
+
+import glob
+import importlib
+import importlib.util
+import os
+import os.path as osp
+import sys
+from typing import Any
+
+import torch
+
+_TORCHVISION_LIBRARY: Any = None  # keeps the fallback op schemas registered for the process
+_PATCHED = False
+
+
+def _torchvision_op_defined(name: str) -> bool:
+    try:
+        return torch._C._dispatch_has_kernel(f'torchvision::{name}') or bool(
+            torch._C._jit_get_schemas_for_operator(f'torchvision::{name}'))
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def _torchvision_ops_library_loads() -> bool:
+    """Load torchvision's compiled ops the way torchvision does; report whether it worked."""
+    spec = importlib.util.find_spec('torchvision')
+    if spec is None or not spec.submodule_search_locations:
+        return True  # no torchvision: nothing to fix
+    candidates = []
+    for folder in spec.submodule_search_locations:
+        candidates += glob.glob(osp.join(folder, '_C*.so')) + glob.glob(osp.join(folder, '_C*.pyd'))
+    if not candidates:
+        return False
+    try:
+        torch.ops.load_library(candidates[0])
+        return True
+    except (OSError, ImportError, RuntimeError):
+        return False
+
+
+def install_torchvision_ops_shim() -> bool:
+    """Define the ``torchvision::nms``/``qnms`` schemas when torchvision's ``_C`` cannot load.
+
+    Returns:
+        True if the fallback schemas were defined.
+    """
+    global _TORCHVISION_LIBRARY
+    if 'torchvision' in sys.modules or _TORCHVISION_LIBRARY is not None:
+        return False
+    if _torchvision_ops_library_loads() or _torchvision_op_defined('nms'):
+        return False
+    lib = torch.library.Library('torchvision', 'DEF')  # noqa: TOR901 - must outlive this call
+    lib.define('nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor')
+    lib.define('qnms(Tensor qdets, Tensor scores, float iou_threshold) -> Tensor')
+    _TORCHVISION_LIBRARY = lib
+    return True
+
+
+def install_functional_tensor_alias() -> bool:
+    """Alias ``torchvision.transforms.functional_tensor`` (removed in torchvision 0.17)."""
+    name = 'torchvision.transforms.functional_tensor'
+    if name in sys.modules:
+        return False
+    try:
+        if importlib.util.find_spec(name) is not None:
+            return False
+    except ModuleNotFoundError:
+        pass
+    from torchvision.transforms import _functional_tensor
+    sys.modules[name] = _functional_tensor
+    return True
+
+
+def install_import_shims() -> None:
+    """Install both import shims. Call before the first ``import basicsr``."""
+    install_torchvision_ops_shim()
+    install_functional_tensor_alias()
+
+
+# --------------------------------------------------------------------------------------------
+# Runtime patches (R1, R2)
+# --------------------------------------------------------------------------------------------
+def frozen_network_keys(opt: dict) -> list[str]:
+    """Top-level ``network_*`` option keys that are not the student (teachers, frozen nets)."""
+    return [k for k in opt if k.startswith('network_') and k != 'network_g']
+
+
+def find_latest_state(state_dir: str) -> str | None:
+    """Return the path of the highest-iteration ``<iter>.state`` file in ``state_dir``."""
+    if not osp.isdir(state_dir):
+        return None
+    iters = []
+    for fname in os.listdir(state_dir):
+        stem, ext = osp.splitext(fname)
+        if ext == '.state' and stem.isdigit():
+            iters.append(int(stem))
+    return osp.join(state_dir, f'{max(iters)}.state') if iters else None
+
+
+def load_resume_state(opt: dict) -> dict | None:
+    """CPU-safe replacement of ``basicsr.train.load_resume_state`` (platform spec R1).
+
+    Auto-resume looks under ``<root_path>/experiments/<name>/training_states``; storages are
+    mapped to the current CUDA device only when CUDA is used, else to the CPU. Frozen networks
+    (``network_t`` ...) are added to ``path.ignore_resume_networks`` so that ``check_resume``
+    does not point the teacher at a non-existent ``net_t_<iter>.pth``.
+    """
+    from basicsr.utils import check_resume
+
+    resume_state_path = None
+    if opt.get('auto_resume'):
+        root = opt.get('root_path', os.getcwd())
+        resume_state_path = find_latest_state(osp.join(root, 'experiments', opt['name'], 'training_states'))
+        if resume_state_path is not None:
+            opt['path']['resume_state'] = resume_state_path
+    elif opt['path'].get('resume_state'):
+        resume_state_path = opt['path']['resume_state']
+    if resume_state_path is None:
+        return None
+    if not osp.isfile(resume_state_path):
+        raise FileNotFoundError(f'Resume state not found: {resume_state_path}')
+
+    if torch.cuda.is_available() and opt.get('num_gpu', 0) != 0:
+        device = torch.device('cuda', torch.cuda.current_device())
+    else:
+        device = torch.device('cpu')
+    # Training states are written by this process family (trusted); they hold optimizer and
+    # scheduler dicts (and, for our models, RNG states) that weights_only loading rejects.
+    resume_state = torch.load(resume_state_path, map_location=device, weights_only=False)
+
+    ignore = opt['path'].get('ignore_resume_networks') or []
+    if isinstance(ignore, str):
+        ignore = [ignore]
+    ignore = list(ignore)
+    for key in frozen_network_keys(opt):
+        if key not in ignore:
+            ignore.append(key)
+    opt['path']['ignore_resume_networks'] = ignore
+    check_resume(opt, resume_state['iter'])
+    return resume_state
+
+
+def init_dist(launcher: str, backend: str | None = None, **kwargs: Any) -> None:
+    """CPU-safe replacement of ``basicsr.utils.dist_util.init_dist`` (platform spec R2).
+
+    ``pytorch`` launcher: ``nccl`` with one device per local rank when CUDA devices exist,
+    ``gloo`` otherwise. ``slurm`` is delegated to BasicSR.
+    """
+    import torch.distributed as dist
+    import torch.multiprocessing as mp
+
+    if mp.get_start_method(allow_none=True) is None:
+        mp.set_start_method('spawn')
+    if dist.is_available() and dist.is_initialized():
+        return
+    if launcher == 'pytorch':
+        if torch.cuda.is_available() and torch.cuda.device_count() > 0:
+            local_rank = int(os.environ.get('LOCAL_RANK', os.environ.get('RANK', 0)))
+            torch.cuda.set_device(local_rank % torch.cuda.device_count())
+            default_backend = 'nccl'
+        else:
+            default_backend = 'gloo'
+        if backend in (None, 'nccl') and default_backend == 'gloo':
+            backend = 'gloo'
+        dist.init_process_group(backend=backend or default_backend, **kwargs)
+    elif launcher == 'slurm':
+        from basicsr.utils import dist_util
+        dist_util._init_dist_slurm(backend or 'nccl', **kwargs)
+    else:
+        raise ValueError(f'Invalid launcher type: {launcher}')
+
+
+def apply_runtime_patches() -> None:
+    """Patch BasicSR's module globals used by ``train_pipeline`` / ``parse_options``."""
+    global _PATCHED
+    if _PATCHED:
+        return
+    importlib.import_module('basicsr.train').load_resume_state = load_resume_state
+    importlib.import_module('basicsr.utils.options').init_dist = init_dist
+    _PATCHED = True

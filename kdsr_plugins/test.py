@@ -1,0 +1,21 @@
+"""Test entry point, BasicSR ``test.py`` semantics with the plugin registered.
+
+Usage:
+    python -m kdsr_plugins.test -opt options/test/KD/X.yml
+Outputs go to ``results/<name>/`` under the current directory.
+"""
+import os
+
+import kdsr_plugins  # noqa: F401  (top level: spawned workers must re-register)
+from basicsr.test import test_pipeline
+
+from kdsr_plugins.cli_common import prepare_argv
+
+
+def main() -> None:
+    prepare_argv()
+    test_pipeline(os.getcwd())
+
+
+if __name__ == '__main__':
+    main()

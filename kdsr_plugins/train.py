@@ -1,0 +1,22 @@
+"""Training entry point, BasicSR ``train.py`` semantics with the plugin registered.
+
+Usage:
+    python -m kdsr_plugins.train -opt options/train/KD/X.yml [--launcher pytorch] [--auto_resume] [--debug]
+    torchrun --nproc_per_node 2 -m kdsr_plugins.train -opt X.yml --launcher pytorch
+Outputs go to ``experiments/``, ``tb_logger/`` under the current directory.
+"""
+import os
+
+import kdsr_plugins  # noqa: F401  (top level: spawned workers must re-register)
+from basicsr.train import train_pipeline
+
+from kdsr_plugins.cli_common import prepare_argv
+
+
+def main() -> None:
+    prepare_argv()
+    train_pipeline(os.getcwd())
+
+
+if __name__ == '__main__':
+    main()

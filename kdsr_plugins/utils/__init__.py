@@ -1,0 +1,1 @@
+"""Shared helpers of the KD core (taps, teachers, checkpoints, options)."""
