@@ -1,0 +1,340 @@
+"""``KDModel``: the KD core every method extends, and output ("logits") KD itself.
+
+The core owns what all methods share (kd_core spec §2-§8): frozen teachers built from options,
+auxiliary trainable modules (optimised, checkpointed, resumed, DDP-wrapped), a training step
+that sums loss terms without detaching them, CPU-safe device placement, atomic checkpoints,
+``weights_only`` loading and SwinIR-safe validation. A method subclass overrides
+``init_method`` / ``build_aux_modules`` / ``compute_losses`` and nothing else in most cases.
+"""
+from __future__ import annotations
+
+import os.path as osp
+from collections import OrderedDict
+from copy import deepcopy
+from typing import Any
+
+import torch
+from basicsr.archs import build_network
+from basicsr.losses import build_loss
+from basicsr.models.sr_model import SRModel
+from basicsr.utils import get_root_logger
+from basicsr.utils.dist_util import master_only
+from basicsr.utils.registry import MODEL_REGISTRY
+from torch import nn
+from torch.nn.parallel import DataParallel, DistributedDataParallel
+
+from kdsr_plugins.utils.arch_info import pad_multiple
+from kdsr_plugins.utils.checkpoints import (CheckpointError, atomic_torch_save, extract_state_dict,
+                                            load_checkpoint_file, load_state_dict_into)
+from kdsr_plugins.utils.options import arch_scale, check_option_keys
+from kdsr_plugins.utils.teachers import TeacherSpec, check_teacher_scale, parse_teacher_specs
+
+NOOP_OPTION_KEYS = {('val', 'self_ensemble'): 'BasicSR 1.4.2 has no self-ensemble; the key does nothing.'}
+OPTIM_AUX_KEYS = ('lr', 'weight_decay', 'betas')
+
+
+@MODEL_REGISTRY.register()
+class KDModel(SRModel):
+    """Output ("logits") knowledge distillation, and the base class of every KD method.
+
+    Loss: ``pixel_opt`` (student vs GT, optional) + ``kd_opt`` (student vs teacher output).
+    Subclasses add their method through the hooks ``init_method``, ``build_aux_modules`` and
+    ``compute_losses``; see kd_core spec §7.1 for the order of one iteration.
+
+    Option keys (besides BasicSR's): ``network_t`` + ``path.{pretrain_network_t, param_key_t,
+    strict_load_t}`` or a ``teachers`` list; ``train.kd_opt``; ``train.optim_aux``;
+    ``train.teacher_train_mode``.
+    """
+
+    #: Whether inference (test mode) needs the teachers (MTKD's aggregator does).
+    teachers_at_test = False
+    #: Whether ``train.kd_opt`` (output KD against the first teacher) is part of the method.
+    uses_output_kd = True
+
+    def __init__(self, opt: dict) -> None:
+        self.teachers: OrderedDict[str, nn.Module] = OrderedDict()
+        self.teacher_specs: list[TeacherSpec] = []
+        self.net_aux: nn.Module | None = None
+        self._checked_teacher_output = False
+        super().__init__(opt)
+        if not self.is_train and self.teachers_at_test:
+            self.build_teachers()
+
+    # ------------------------------------------------------------------ device / loading
+    def model_to_device(self, net: nn.Module) -> nn.Module:
+        """Move to ``self.device``; wrap in DDP (CPU: no ``device_ids``) or DataParallel."""
+        net = net.to(self.device)
+        if self.opt['dist']:
+            kwargs: dict[str, Any] = {'find_unused_parameters': self.opt.get('find_unused_parameters', False)}
+            if self.device.type == 'cuda':
+                kwargs['device_ids'] = [torch.cuda.current_device()]
+            net = DistributedDataParallel(net, **kwargs)
+        elif self.opt['num_gpu'] > 1:
+            net = DataParallel(net)
+        return net
+
+    def load_network(self, net: nn.Module, load_path: str, strict: bool = True, param_key: str | None = 'params',
+                     what: str = 'network') -> None:
+        """BasicSR's ``load_network`` with ``weights_only`` loading and explicit errors."""
+        logger = get_root_logger()
+        net = self.get_bare_model(net)
+        state = extract_state_dict(load_checkpoint_file(load_path, what), param_key, load_path)
+        missing, unexpected = load_state_dict_into(net, state, strict, load_path, what)
+        logger.info(f'Loading {type(net).__name__} ({what}) from {load_path}, param key [{param_key}].')
+        if not strict and (missing or unexpected):
+            logger.warning(f'Non-strict load of {what} from {load_path}: {len(missing)} key(s) missing, '
+                           f'{len(unexpected)} unexpected or mismatched, left as initialised: '
+                           f'{(missing + unexpected)[:10]}')
+
+    # ------------------------------------------------------------------ teachers
+    def build_teachers(self) -> None:
+        """Build, load (strictly by default), freeze and ``eval()`` every teacher."""
+        logger = get_root_logger()
+        self.teacher_specs = parse_teacher_specs(self.opt)
+        scale = int(self.opt['scale'])
+        student_scale = arch_scale(self.opt['network_g'])
+        if student_scale is not None and student_scale != scale:
+            raise ValueError(f'network_g upscales x{student_scale} but scale is x{scale}.')
+        for spec in self.teacher_specs:
+            check_teacher_scale(spec, scale)
+            net = build_network(deepcopy(spec.network_opt)).to(self.device)
+            if spec.pretrain is None:
+                if self.is_train:
+                    raise ValueError(f'Teacher {spec.name!r} has no checkpoint: set '
+                                     f'{"path.pretrain_network_t" if spec.name == "t" else "teachers[].pretrain"}.')
+            else:
+                if not spec.strict_load:
+                    logger.warning(f'Teacher {spec.name!r} is loaded non-strictly; differing keys are listed below.')
+                self.load_network(net, spec.pretrain, spec.strict_load, spec.param_key, what=f'teacher {spec.name!r}')
+            net.requires_grad_(False)
+            net.eval()
+            self.print_network(net)
+            self.teachers[spec.name] = net
+        self._teacher_train_mode = bool(self.opt.get('train', {}).get('teacher_train_mode', False))
+        if self._teacher_train_mode:
+            logger.warning('train.teacher_train_mode: true reproduces the reference codes (teacher in train mode).')
+
+    @property
+    def net_t(self) -> nn.Module:
+        """The first (or only) teacher."""
+        return next(iter(self.teachers.values()))
+
+    def set_teacher_modes(self) -> None:
+        """Re-assert teacher eval mode (or the quirk train mode) before each step."""
+        for net in self.teachers.values():
+            net.train(self._teacher_train_mode)
+
+    @torch.no_grad()
+    def teacher_forward(self, x: torch.Tensor, name: str | None = None) -> torch.Tensor:
+        """Frozen teacher output under ``no_grad`` (first teacher unless ``name`` is given)."""
+        net = self.teachers[name] if name is not None else self.net_t
+        return net(x)
+
+    def check_teacher_output(self, student_out: torch.Tensor, teacher_out: torch.Tensor) -> None:
+        """Fail once, clearly, when teacher and student outputs cannot be compared."""
+        if self._checked_teacher_output:
+            return
+        if student_out.shape != teacher_out.shape:
+            raise ValueError(f'Teacher output {tuple(teacher_out.shape)} and student output '
+                             f'{tuple(student_out.shape)} differ: check scale and channel options.')
+        self._checked_teacher_output = True
+
+    # ------------------------------------------------------------------ training settings
+    def init_training_settings(self) -> None:
+        self.net_g.train()
+        train_opt = self.opt['train']
+        self.warn_noop_keys()
+        check_option_keys(train_opt.get('optim_aux'), OPTIM_AUX_KEYS, 'train.optim_aux')
+        self.init_ema()
+        self.build_teachers()
+        self.cri_pix = build_loss(train_opt['pixel_opt']).to(self.device) if train_opt.get('pixel_opt') else None
+        self.cri_perceptual = None
+        self.cri_kd = None
+        if self.uses_output_kd and train_opt.get('kd_opt'):
+            self.cri_kd = build_loss(train_opt['kd_opt']).to(self.device)
+        self.init_method()
+        aux = self.build_aux_modules()
+        if aux is not None:
+            self.net_aux = self.model_to_device(aux)
+            self.print_network(self.net_aux)
+            logger = get_root_logger()
+            n_aux = sum(p.numel() for p in aux.parameters())
+            logger.info(f'Auxiliary trainable modules: {n_aux:,d} parameters (training only).')
+        if not self.has_loss_terms():
+            raise ValueError(f'{type(self).__name__}: no loss configured (pixel_opt, kd_opt or the method block).')
+        self.setup_optimizers()
+        self.setup_schedulers()
+
+    def warn_noop_keys(self) -> None:
+        logger = get_root_logger()
+        for (block, key), why in NOOP_OPTION_KEYS.items():
+            if key in (self.opt.get(block) or {}):
+                logger.warning(f'Option {block}.{key} is ignored: {why}')
+
+    def init_ema(self) -> None:
+        """EMA of the student exactly as ``SRModel`` (student parameters only)."""
+        self.ema_decay = self.opt['train'].get('ema_decay', 0)
+        if self.ema_decay > 0:
+            get_root_logger().info(f'Use Exponential Moving Average with decay: {self.ema_decay}')
+            self.net_g_ema = build_network(self.opt['network_g']).to(self.device)
+            load_path = self.opt['path'].get('pretrain_network_g')
+            if load_path is not None:
+                self.load_network(self.net_g_ema, load_path, self.opt['path'].get('strict_load_g', True), 'params_ema')
+            else:
+                self.model_ema(0)
+            self.net_g_ema.eval()
+
+    def init_method(self) -> None:
+        """Hook: parse the method block, build losses and taps (teachers exist already)."""
+
+    def build_aux_modules(self) -> nn.Module | None:
+        """Hook: return the method's auxiliary trainable modules as one module, or None."""
+        return None
+
+    def has_loss_terms(self) -> bool:
+        """Whether at least one loss term is configured (subclasses add theirs)."""
+        return self.cri_pix is not None or self.cri_kd is not None
+
+    def setup_optimizers(self) -> None:
+        """One optimizer: student parameters, then auxiliary parameters as a second group."""
+        train_opt = self.opt['train']
+        logger = get_root_logger()
+        student = []
+        for name, param in self.net_g.named_parameters():
+            if param.requires_grad:
+                student.append(param)
+            else:
+                logger.warning(f'Params {name} will not be optimized.')
+        groups: list[dict[str, Any]] = [{'params': student}]
+        if self.net_aux is not None:
+            aux_group = {'params': [p for p in self.net_aux.parameters() if p.requires_grad]}
+            aux_group.update({k: v for k, v in (train_opt.get('optim_aux') or {}).items() if v is not None})
+            groups.append(aux_group)
+        optim_opt = deepcopy(train_opt['optim_g'])
+        optim_type = optim_opt.pop('type')
+        self.optimizer_g = self.get_optimizer(optim_type, groups, **optim_opt)
+        self.optimizers.append(self.optimizer_g)
+
+    # ------------------------------------------------------------------ one iteration
+    def optimize_parameters(self, current_iter: int) -> None:
+        self.optimizer_g.zero_grad(set_to_none=True)
+        self.set_teacher_modes()
+        loss_dict = self.compute_losses(current_iter)
+        l_total = self.total_loss(loss_dict, current_iter)
+        l_total.backward()
+        self.optimizer_g.step()
+        self.log_dict = self.reduce_loss_dict(loss_dict)
+        if self.ema_decay > 0:
+            self.model_ema(decay=self.ema_decay)
+
+    def compute_losses(self, current_iter: int) -> OrderedDict[str, torch.Tensor]:
+        """Output KD: returns the weighted loss terms, each logged under its ``l_`` key."""
+        target = self.teacher_forward(self.lq)
+        self.output = self.net_g(self.lq)
+        self.check_teacher_output(self.output, target)
+        return self.output_losses(self.output, target)
+
+    def output_losses(self, output: torch.Tensor, teacher_out: torch.Tensor | None) -> OrderedDict[str, torch.Tensor]:
+        """``l_pix`` (to GT) and ``l_kd`` (to the teacher output) for one student output."""
+        loss_dict: OrderedDict[str, torch.Tensor] = OrderedDict()
+        if self.cri_pix is not None:
+            loss_dict['l_pix'] = self.cri_pix(output, self.gt)
+        if self.cri_kd is not None and teacher_out is not None:
+            loss_dict['l_kd'] = self.cri_kd(output, teacher_out)
+        return loss_dict
+
+    @staticmethod
+    def total_loss(loss_dict: OrderedDict[str, torch.Tensor], current_iter: int) -> torch.Tensor:
+        """Sum the terms without detaching; stop on a non-finite total, naming the terms."""
+        if not loss_dict:
+            raise RuntimeError('No loss term was computed in this iteration.')
+        total = sum(loss_dict.values())
+        if not torch.isfinite(total.detach()).item():
+            terms = ', '.join(f'{k}={v.detach().float().item():.4g}' for k, v in loss_dict.items())
+            raise FloatingPointError(f'Non-finite loss at iteration {current_iter}: {terms}. Training stopped; '
+                                     'the last saved checkpoint is left untouched.')
+        return total
+
+    # ------------------------------------------------------------------ inference
+    def test(self) -> None:
+        """SRModel.test with SwinIR-style padding to the window size, so any size validates."""
+        multiple = pad_multiple(self.opt['network_g'])
+        _, _, h, w = self.lq.shape
+        lq = self.lq
+        pad_h, pad_w = (-h) % multiple, (-w) % multiple
+        if pad_h or pad_w:  # mirror-pad as BasicSR's SwinIRModel (works for any size)
+            lq = torch.cat([lq, torch.flip(lq, [2])], 2)[:, :, :h + pad_h, :]
+            lq = torch.cat([lq, torch.flip(lq, [3])], 3)[:, :, :, :w + pad_w]
+        net = self.net_g_ema if hasattr(self, 'net_g_ema') else self.net_g
+        was_training = net.training
+        net.eval()
+        with torch.no_grad():
+            output = net(lq)
+        net.train(was_training)
+        scale = self.opt['scale']
+        self.output = output[:, :, :h * scale, :w * scale]
+
+    # ------------------------------------------------------------------ checkpoints
+    def save(self, epoch: int, current_iter: int) -> None:
+        """Student (+EMA), auxiliary modules, then the training state (written last)."""
+        if hasattr(self, 'net_g_ema'):
+            self.save_network([self.net_g, self.net_g_ema], 'net_g', current_iter, param_key=['params', 'params_ema'])
+        else:
+            self.save_network(self.net_g, 'net_g', current_iter)
+        if self.net_aux is not None:
+            self.save_network(self.net_aux, 'net_aux', current_iter)
+        self.save_extra_networks(current_iter)
+        self.save_training_state(epoch, current_iter)
+
+    def save_extra_networks(self, current_iter: int) -> None:
+        """Hook for methods with further trainable networks to save before the state."""
+
+    @master_only
+    def save_network(self, net: nn.Module | list[nn.Module], net_label: str, current_iter: int,
+                     param_key: str | list[str] = 'params') -> None:
+        """BasicSR's layout (``<label>_<iter>.pth``), written atomically; failures raise."""
+        label_iter = 'latest' if current_iter == -1 else current_iter
+        nets = net if isinstance(net, list) else [net]
+        keys = param_key if isinstance(param_key, list) else [param_key]
+        if len(nets) != len(keys):
+            raise ValueError('save_network: one param_key per network is needed.')
+        save_dict = {}
+        for net_, key in zip(nets, keys):
+            state = self.get_bare_model(net_).state_dict()
+            save_dict[key] = OrderedDict((k[7:] if k.startswith('module.') else k, v.detach().cpu())
+                                         for k, v in state.items())
+        save_dict.update(self.checkpoint_metadata(net_label))
+        atomic_torch_save(save_dict, osp.join(self.opt['path']['models'], f'{net_label}_{label_iter}.pth'))
+
+    def checkpoint_metadata(self, net_label: str) -> dict[str, Any]:
+        """Hook: extra (weights-only-safe) entries stored with a network checkpoint."""
+        return {}
+
+    @master_only
+    def save_training_state(self, epoch: int, current_iter: int) -> None:
+        if current_iter == -1:
+            return
+        state = {'epoch': epoch, 'iter': current_iter,
+                 'optimizers': [o.state_dict() for o in self.optimizers],
+                 'schedulers': [s.state_dict() for s in self.schedulers]}
+        atomic_torch_save(state, osp.join(self.opt['path']['training_states'], f'{current_iter}.state'))
+
+    def resume_training(self, resume_state: dict) -> None:
+        """Restore auxiliary modules strictly (refusing a missing file), then optimizers/schedulers."""
+        if self.net_aux is not None:
+            path = osp.join(self.opt['path']['models'], f'net_aux_{resume_state["iter"]}.pth')
+            if not osp.isfile(path):
+                raise CheckpointError(f'Cannot resume: auxiliary modules checkpoint {path} is missing; refusing to '
+                                      're-initialise them under restored optimizer moments.')
+            self.load_network(self.net_aux, path, True, 'params', what='auxiliary modules')
+        n_opt, n_sched = len(resume_state['optimizers']), len(resume_state['schedulers'])
+        if n_opt != len(self.optimizers) or n_sched != len(self.schedulers):
+            raise CheckpointError(f'Resume state has {n_opt} optimizer(s) / {n_sched} scheduler(s), the model has '
+                                  f'{len(self.optimizers)} / {len(self.schedulers)}: was it written by another model?')
+        for optimizer, state in zip(self.optimizers, resume_state['optimizers']):
+            groups = len(state['param_groups'])
+            if groups != len(optimizer.param_groups):
+                raise CheckpointError(f'Resume state optimizer has {groups} parameter group(s), the model has '
+                                      f'{len(optimizer.param_groups)} (auxiliary modules added or removed?).')
+        super().resume_training(resume_state)
+

@@ -1,0 +1,70 @@
+"""Teacher specifications from options: single (``network_t``) and list (``teachers``) forms."""
+from __future__ import annotations
+
+import os.path as osp
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from kdsr_plugins.utils.options import arch_scale, check_option_keys
+
+TEACHER_ENTRY_KEYS = ('name', 'network', 'pretrain', 'param_key', 'strict_load')
+_NAME_RE = re.compile(r'^[a-z0-9_]+$')
+
+
+@dataclass
+class TeacherSpec:
+    """One frozen teacher: how to build it and where its weights are."""
+
+    name: str
+    network_opt: dict
+    pretrain: str | None
+    param_key: str | None = 'params'
+    strict_load: bool = True
+
+
+def parse_teacher_specs(opt: Mapping[str, Any]) -> list[TeacherSpec]:
+    """Normalise ``network_t`` + ``path.*_t`` or the ``teachers`` list into an ordered list.
+
+    Raises:
+        ValueError: Both forms given, neither given, malformed entries or duplicate names.
+    """
+    has_single, has_list = 'network_t' in opt, opt.get('teachers') is not None
+    if has_single and has_list:
+        raise ValueError('Give either network_t (single teacher) or teachers (list), not both.')
+    if not has_single and not has_list:
+        raise ValueError('A KD model needs a teacher: set network_t (+ path.pretrain_network_t) or a teachers list.')
+    path_opt = opt.get('path') or {}
+    if has_single:
+        pretrain = path_opt.get('pretrain_network_t')
+        return [TeacherSpec('t', dict(opt['network_t']), osp.expanduser(pretrain) if pretrain else None,
+                            path_opt.get('param_key_t', 'params'), bool(path_opt.get('strict_load_t', True)))]
+    entries = opt['teachers']
+    if not isinstance(entries, list) or not entries:
+        raise ValueError('teachers must be a non-empty list of {name, network, pretrain, param_key, strict_load}.')
+    specs, seen = [], set()
+    for index, entry in enumerate(entries):
+        where = f'teachers[{index}]'
+        check_option_keys(entry, TEACHER_ENTRY_KEYS, where)
+        for key in ('name', 'network'):
+            if key not in entry:
+                raise ValueError(f'{where} needs a {key!r} key.')
+        name = str(entry['name'])
+        if not _NAME_RE.match(name):
+            raise ValueError(f'{where}.name {name!r} must match [a-z0-9_]+.')
+        if name in seen:
+            raise ValueError(f'Duplicate teacher name {name!r}.')
+        seen.add(name)
+        pretrain = entry.get('pretrain')
+        specs.append(TeacherSpec(name, dict(entry['network']), osp.expanduser(pretrain) if pretrain else None,
+                                 entry.get('param_key', 'params'), bool(entry.get('strict_load', True))))
+    return specs
+
+
+def check_teacher_scale(spec: TeacherSpec, scale: int) -> None:
+    """Raise if a teacher's declared upscale differs from the run's ``scale``."""
+    teacher_scale = arch_scale(spec.network_opt)
+    if teacher_scale is not None and teacher_scale != scale:
+        raise ValueError(f'Teacher {spec.name!r} ({spec.network_opt.get("type")}) upscales x{teacher_scale}, '
+                         f'but the run (scale / network_g) is x{scale}.')

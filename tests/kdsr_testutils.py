@@ -1,0 +1,134 @@
+"""Tiny networks and option dicts for fast CPU tests of the training pipeline."""
+from __future__ import annotations
+
+import os
+import os.path as osp
+import sys
+from copy import deepcopy
+
+import torch
+import yaml
+from basicsr.archs import build_network
+
+RGB_MEAN = [0.4488, 0.4371, 0.4040]
+
+
+def edsr(num_feat: int, num_block: int, scale: int = 2) -> dict:
+    return dict(type='EDSR', num_in_ch=3, num_out_ch=3, num_feat=num_feat, num_block=num_block, upscale=scale,
+                res_scale=1.0, img_range=255.0, rgb_mean=RGB_MEAN)
+
+
+def save_random_net(net_opt: dict, path: str, seed: int = 0, param_key: str = 'params') -> str:
+    """Build ``net_opt`` with seeded random weights and save it BasicSR-style."""
+    torch.manual_seed(seed)
+    net = build_network(deepcopy(net_opt))
+    torch.save({param_key: net.state_dict()}, path)
+    return path
+
+
+def data_opts(data_root: str, scale: int, gt_size: int = 32, batch: int = 2) -> dict:
+    """Train + val dataset blocks on the demo LMDBs."""
+    return {
+        'train': dict(name='demo_train', type='PairedImageDataset',
+                      dataroot_gt=osp.join(data_root, 'train_HR_sub.lmdb'),
+                      dataroot_lq=osp.join(data_root, f'train_LR_X{scale}_sub.lmdb'),
+                      io_backend={'type': 'lmdb'}, gt_size=gt_size, use_hflip=True, use_rot=True,
+                      num_worker_per_gpu=0, batch_size_per_gpu=batch, dataset_enlarge_ratio=1, prefetch_mode=None),
+        'val': dict(name='demo_val', type='PairedImageDataset', dataroot_gt=osp.join(data_root, 'val_HR.lmdb'),
+                    dataroot_lq=osp.join(data_root, f'val_LR_X{scale}.lmdb'), io_backend={'type': 'lmdb'}),
+    }
+
+
+def train_opt(name: str, data_root: str, teacher_ckpt: str | None, model_type: str = 'KDModel', scale: int = 2,
+              total_iter: int = 4, student: dict | None = None, teacher: dict | None = None, ema: float = 0.999,
+              save_freq: int = 2, val_freq: int = 100, **train_extra) -> dict:
+    """A complete BasicSR training option dict for a tiny KD run on CPU."""
+    opt = {
+        'name': name, 'model_type': model_type, 'scale': scale, 'num_gpu': 0, 'manual_seed': 10,
+        'datasets': data_opts(data_root, scale),
+        'network_g': student or edsr(8, 2, scale),
+        'path': {'pretrain_network_g': None, 'strict_load_g': True, 'resume_state': None},
+        'train': {
+            'ema_decay': ema,
+            'optim_g': {'type': 'Adam', 'lr': 2e-4, 'weight_decay': 0, 'betas': [0.9, 0.99]},
+            'scheduler': {'type': 'MultiStepLR', 'milestones': [100], 'gamma': 0.5},
+            'total_iter': total_iter, 'warmup_iter': -1,
+            'pixel_opt': {'type': 'L1Loss', 'loss_weight': 1.0, 'reduction': 'mean'},
+            'kd_opt': {'type': 'L1Loss', 'loss_weight': 1.0, 'reduction': 'mean'},
+        },
+        'val': {'val_freq': val_freq, 'save_img': False,
+                'metrics': {'psnr': {'type': 'calculate_psnr', 'crop_border': scale, 'test_y_channel': True}}},
+        'logger': {'print_freq': 1, 'save_checkpoint_freq': save_freq, 'use_tb_logger': False},
+        'dist_params': {'backend': 'gloo', 'port': 29500},
+    }
+    if teacher_ckpt is not None:
+        opt['network_t'] = teacher or edsr(16, 2, scale)
+        opt['path']['pretrain_network_t'] = teacher_ckpt
+    opt['train'].update(train_extra)
+    return opt
+
+
+def write_yaml(opt: dict, path: str) -> str:
+    with open(path, 'w') as f:
+        yaml.safe_dump(opt, f, sort_keys=False)
+    return path
+
+
+def run_train(opt: dict, workdir: str, *args: str) -> None:
+    """Run BasicSR's ``train_pipeline`` in-process on ``opt`` (written to a YAML in ``workdir``)."""
+    from basicsr.train import train_pipeline
+
+    yml = write_yaml(opt, osp.join(workdir, f'{opt["name"]}.yml'))
+    old_argv = sys.argv
+    sys.argv = ['kdsr_train', '-opt', yml, *args]
+    try:
+        train_pipeline(str(workdir))
+    finally:
+        sys.argv = old_argv
+
+
+def run_test(opt: dict, workdir: str) -> None:
+    from basicsr.test import test_pipeline
+
+    yml = write_yaml(opt, osp.join(workdir, f'{opt["name"]}.yml'))
+    old_argv = sys.argv
+    sys.argv = ['kdsr_test', '-opt', yml]
+    try:
+        test_pipeline(str(workdir))
+    finally:
+        sys.argv = old_argv
+
+
+def experiment_dir(workdir: str, name: str) -> str:
+    return osp.join(str(workdir), 'experiments', name)
+
+
+def model_file(workdir: str, name: str, label: str, it: int | str) -> str:
+    return osp.join(experiment_dir(workdir, name), 'models', f'{label}_{it}.pth')
+
+
+def list_states(workdir: str, name: str) -> list[str]:
+    return sorted(os.listdir(osp.join(experiment_dir(workdir, name), 'training_states')))
+
+
+def build_model_from_opt(opt: dict, root: str, is_train: bool = True):
+    """Build a model the way ``parse_options`` + ``build_model`` would (no dataloaders)."""
+    from basicsr.models import build_model
+
+    opt = deepcopy(opt)
+    opt.update(is_train=is_train, dist=False, rank=0, world_size=1, auto_resume=False)
+    exp = osp.join(str(root), 'experiments', opt['name'])
+    opt['path'].update(experiments_root=exp, models=osp.join(exp, 'models'),
+                       training_states=osp.join(exp, 'training_states'), log=exp,
+                       visualization=osp.join(exp, 'visualization'))
+    for key in ('models', 'training_states'):
+        os.makedirs(opt['path'][key], exist_ok=True)
+    for dataset in opt.get('datasets', {}).values():
+        dataset['scale'] = opt['scale']
+    return build_model(opt)
+
+
+def random_batch(scale: int = 2, batch: int = 2, size: int = 16, seed: int = 0) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    return {'lq': torch.rand(batch, 3, size, size, generator=g),
+            'gt': torch.rand(batch, 3, size * scale, size * scale, generator=g)}
