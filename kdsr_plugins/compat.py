@@ -168,6 +168,7 @@ def init_dist(launcher: str, backend: str | None = None, **kwargs: Any) -> None:
     if dist.is_available() and dist.is_initialized():
         return
     if launcher == 'pytorch':
+        kwargs.pop('port', None)  # torchrun sets MASTER_PORT; BasicSR's port key is for slurm
         if torch.cuda.is_available() and torch.cuda.device_count() > 0:
             local_rank = int(os.environ.get('LOCAL_RANK', os.environ.get('RANK', 0)))
             torch.cuda.set_device(local_rank % torch.cuda.device_count())
