@@ -1,0 +1,209 @@
+"""Benchmark test sets (Set5, Set14, B100, Urban100, Manga109): layout checks, LR generation, options.
+
+Layout under ``root``::
+
+    <Set>/HR/<stem>.png
+    <Set>/LR_bicubic/X{s}/<stem>x{s}.png     (EDSR naming, filename_tmpl '{}x{s}')
+                    or  /<stem>.png          (same names, filename_tmpl '{}')
+
+Both LR namings are supported: the one found on disk is detected and returned as BasicSR's
+``filename_tmpl`` (the template maps an HR stem to the LR stem). LR images we generate use the
+EDSR naming. HR images need not be mod-cropped: LR is made from the mod-cropped HR, and
+``PairedImageDataset`` crops GT to ``LQ size x scale`` (top-left, same as mod-crop) in the
+val/test phase, so the plain ``HR`` folder serves every scale.
+"""
+from __future__ import annotations
+
+import os
+import os.path as osp
+from collections.abc import Sequence
+
+import cv2
+from tqdm import tqdm
+
+from kdsr_plugins.data_prep.degrade import bicubic_downsample, modcrop
+from kdsr_plugins.data_prep.files import (guard_outputs, image_shape, list_images, non_image_files, preview,
+                                          read_image, write_png)
+
+BENCHMARK_SETS = ('Set5', 'Set14', 'B100', 'Urban100', 'Manga109')
+
+
+def hr_folder(root: str, set_name: str) -> str:
+    """``<root>/<set_name>/HR``."""
+    return osp.join(root, set_name, 'HR')
+
+
+def lr_folder(root: str, set_name: str, scale: int) -> str:
+    """``<root>/<set_name>/LR_bicubic/X{scale}``."""
+    return osp.join(root, set_name, 'LR_bicubic', f'X{scale}')
+
+
+def _check_only_images(folder: str) -> list[str]:
+    """Image names of a folder; refuses stray files, which BasicSR's disk backend would pair too."""
+    extra = non_image_files(folder)
+    if extra:
+        raise ValueError(f'non-image entries in {folder} (BasicSR reads every file): {preview(extra)}')
+    return list_images(folder)
+
+
+def detect_filename_tmpl(hr_dir: str, lr_dir: str, scale: int) -> str:
+    """BasicSR ``filename_tmpl`` matching the LR names of a set: ``'{}x{s}'`` or ``'{}'``.
+
+    Raises:
+        FileNotFoundError: a folder is missing, or LR files are missing under both namings.
+    """
+    hr_names = _check_only_images(hr_dir)
+    if not hr_names:
+        raise FileNotFoundError(f'no images in {hr_dir}')
+    lr_names = set(_check_only_images(lr_dir))
+    missing_by_tmpl = {}
+    for tmpl in (f'{{}}x{scale}', '{}'):
+        wanted = [tmpl.format(osp.splitext(n)[0]) + osp.splitext(n)[1] for n in hr_names]
+        missing = [n for n in wanted if n not in lr_names]
+        if not missing and len(lr_names) == len(hr_names):
+            return tmpl
+        missing_by_tmpl[tmpl] = missing
+    best = min(missing_by_tmpl.values(), key=len)
+    extra = f'; {len(lr_names)} LR vs {len(hr_names)} HR files' if len(lr_names) != len(hr_names) else ''
+    raise FileNotFoundError(f'LR images in {lr_dir} do not match {hr_dir} (expected <stem>x{scale}.png or '
+                            f'<stem>.png); missing: {preview(best) or "none"}{extra}')
+
+
+def validate_benchmark_set(root: str, set_name: str, scale: int) -> str:
+    """Check that a set's HR and ``X{scale}`` LR folders pair up and sizes agree.
+
+    Every LR image must be ``HR size // scale`` (the HR image may carry a mod-crop remainder).
+
+    Returns:
+        The detected ``filename_tmpl``.
+
+    Raises:
+        FileNotFoundError: missing folders or files.
+        ValueError: size mismatches or stray files.
+    """
+    hr_dir, lr_dir = hr_folder(root, set_name), lr_folder(root, set_name, scale)
+    for folder in (hr_dir, lr_dir):
+        if not osp.isdir(folder):
+            raise FileNotFoundError(f'missing folder {folder} (expected {root}/<Set>/HR/*.png and '
+                                    f'{root}/<Set>/LR_bicubic/X{scale}/*.png)')
+    tmpl = detect_filename_tmpl(hr_dir, lr_dir, scale)
+    bad = []
+    for name in list_images(hr_dir):
+        stem, ext = osp.splitext(name)
+        h, w, _ = image_shape(osp.join(hr_dir, name))
+        lr_name = tmpl.format(stem) + ext
+        lh, lw, _ = image_shape(osp.join(lr_dir, lr_name))
+        if (lh, lw) != (h // scale, w // scale):
+            bad.append(f'{lr_name} {lh}x{lw} vs HR {h}x{w}')
+    if bad:
+        raise ValueError(f'LR sizes are not HR size // {scale} in {lr_dir}: {preview(bad, 3)}')
+    return tmpl
+
+
+def generate_lr(hr_dir: str, lr_dir: str, scale: int, filename_tmpl: str | None = None,
+                overwrite: bool = False, progress: bool = True) -> list[str]:
+    """Write bicubic LR images (mod-crop, then :func:`bicubic_downsample`) for every HR image.
+
+    Args:
+        hr_dir: HR folder.
+        lr_dir: LR folder to create.
+        scale: Scale factor.
+        filename_tmpl: LR stem template; default ``'{}x{scale}'`` (EDSR naming).
+        overwrite: Replace an existing ``lr_dir``.
+        progress: Show a tqdm progress bar.
+
+    Returns:
+        The written LR file names.
+    """
+    tmpl = filename_tmpl if filename_tmpl is not None else f'{{}}x{scale}'
+    names = _check_only_images(hr_dir)
+    if not names:
+        raise FileNotFoundError(f'no images in {hr_dir}')
+    guard_outputs([lr_dir], overwrite, hint='use overwrite=True / --overwrite')
+    os.makedirs(lr_dir)
+    written = []
+    for name in tqdm(names, desc=f'LR x{scale} {osp.basename(osp.dirname(hr_dir))}', unit='img',
+                     disable=not progress, leave=False):
+        stem, ext = osp.splitext(name)
+        hr = read_image(osp.join(hr_dir, name), cv2.IMREAD_COLOR)
+        lr = bicubic_downsample(modcrop(hr, scale), scale)
+        out = tmpl.format(stem) + ext
+        if ext.lower() == '.png':
+            write_png(osp.join(lr_dir, out), lr)
+        elif not cv2.imwrite(osp.join(lr_dir, out), lr):
+            raise OSError(f'could not write {osp.join(lr_dir, out)}')
+        written.append(out)
+    return written
+
+
+def benchmark_dataset_opt(root: str | os.PathLike, set_name: str, scale: int,
+                          filename_tmpl: str | None = None) -> dict:
+    """BasicSR ``PairedImageDataset`` options (disk backend) for one benchmark set and scale.
+
+    Args:
+        root: Benchmark root (kept as given: BasicSR resolves dataroots against the CWD).
+        set_name: Set folder name, e.g. ``Set5``.
+        scale: Scale factor.
+        filename_tmpl: LR template; default detected from the files on disk, ``'{}x{s}'`` if the
+            LR folder cannot be read.
+
+    Returns:
+        Dict with ``name``, ``type``, ``dataroot_gt``, ``dataroot_lq``, ``filename_tmpl``,
+        ``io_backend`` — ready to put under ``datasets.val`` / ``datasets.test_<n>``.
+    """
+    root = os.fspath(root)
+    hr_dir, lr_dir = hr_folder(root, set_name), lr_folder(root, set_name, scale)
+    if filename_tmpl is None:
+        try:
+            filename_tmpl = detect_filename_tmpl(hr_dir, lr_dir, scale)
+        except (FileNotFoundError, ValueError):
+            filename_tmpl = f'{{}}x{scale}'
+    return {
+        'name': set_name,
+        'type': 'PairedImageDataset',
+        'dataroot_gt': hr_dir.replace(os.sep, '/'),
+        'dataroot_lq': lr_dir.replace(os.sep, '/'),
+        'filename_tmpl': filename_tmpl,
+        'io_backend': {'type': 'disk'},
+    }
+
+
+def prepare_benchmark(root: str | os.PathLike, sets: Sequence[str] = BENCHMARK_SETS,
+                      scales: Sequence[int] = (4,), overwrite: bool = False,
+                      progress: bool = True) -> dict[str, dict[int, dict]]:
+    """Validate benchmark sets and generate missing bicubic LR folders.
+
+    For each set and scale: an existing ``LR_bicubic/X{s}`` folder is validated (and
+    regenerated only with ``overwrite``); a missing one is generated from ``HR``.
+
+    Args:
+        root: Benchmark root holding ``<Set>/HR``.
+        sets: Set folder names.
+        scales: Scale factors.
+        overwrite: Regenerate existing LR folders.
+        progress: Show tqdm progress bars.
+
+    Returns:
+        ``{set: {scale: benchmark_dataset_opt(...)}}``.
+
+    Raises:
+        FileNotFoundError: missing root/HR folder, or an LR folder that does not match HR.
+        ValueError: size mismatches or stray files.
+    """
+    root = os.fspath(root)
+    if not osp.isdir(root):
+        raise FileNotFoundError(f'benchmark root not found: {root} (expected {root}/<Set>/HR/*.png)')
+    missing = [s for s in sets if not osp.isdir(hr_folder(root, s))]
+    if missing:
+        raise FileNotFoundError('missing HR folders: ' + ', '.join(hr_folder(root, s) for s in missing)
+                                + f' (expected {root}/<Set>/HR/*.png)')
+    result: dict[str, dict[int, dict]] = {}
+    for set_name in sets:
+        result[set_name] = {}
+        for scale in scales:
+            lr_dir = lr_folder(root, set_name, scale)
+            if overwrite or not osp.exists(lr_dir):
+                generate_lr(hr_folder(root, set_name), lr_dir, scale, overwrite=overwrite, progress=progress)
+            tmpl = validate_benchmark_set(root, set_name, scale)
+            result[set_name][scale] = benchmark_dataset_opt(root, set_name, scale, tmpl)
+    return result
