@@ -31,6 +31,7 @@ from kdsr_plugins.utils.teachers import TeacherSpec, check_teacher_scale, parse_
 
 NOOP_OPTION_KEYS = {('val', 'self_ensemble'): 'BasicSR 1.4.2 has no self-ensemble; the key does nothing.'}
 OPTIM_AUX_KEYS = ('lr', 'weight_decay', 'betas')
+CACHED_TARGET_MODES = ('auto', True, False)
 
 
 @MODEL_REGISTRY.register()
@@ -43,7 +44,8 @@ class KDModel(SRModel):
 
     Option keys (besides BasicSR's): ``network_t`` + ``path.{pretrain_network_t, param_key_t,
     strict_load_t}`` or a ``teachers`` list; ``train.kd_opt``; ``train.optim_aux``;
-    ``train.teacher_train_mode``.
+    ``train.teacher_train_mode``; ``train.use_cached_targets`` (``auto``: use the batch's cached
+    teacher output ``target`` when a dataset such as ``KDCachedTargetDataset`` provides it).
     """
 
     #: Whether inference (test mode) needs the teachers (MTKD's aggregator does).
@@ -55,6 +57,7 @@ class KDModel(SRModel):
         self.teachers: OrderedDict[str, nn.Module] = OrderedDict()
         self.teacher_specs: list[TeacherSpec] = []
         self.net_aux: nn.Module | None = None
+        self.cached_targets: dict[str, torch.Tensor] = {}
         self._checked_teacher_output = False
         super().__init__(opt)
         if not self.is_train and self.teachers_at_test:
@@ -138,6 +141,31 @@ class KDModel(SRModel):
             raise ValueError(f'Teacher output {tuple(teacher_out.shape)} and student output '
                              f'{tuple(student_out.shape)} differ: check scale and channel options.')
         self._checked_teacher_output = True
+
+    # ------------------------------------------------------------------ cached teacher outputs
+    def feed_data(self, data: dict) -> None:
+        """SRModel's ``lq``/``gt``, plus cached targets (batch keys ``target``, ``target_<name>``)."""
+        super().feed_data(data)
+        self.cached_targets = {k: v.to(self.device) for k, v in data.items()
+                               if (k == 'target' or k.startswith('target_')) and torch.is_tensor(v)}
+
+    def cached_target(self, key: str = 'target') -> torch.Tensor | None:
+        """The current batch's cached target ``key``, or None to run the teacher(s) online.
+
+        ``train.use_cached_targets``: ``auto`` (default) uses it when the batch has it; ``true``
+        requires it (raises otherwise); ``false`` always returns None.
+        """
+        mode = (self.opt.get('train') or {}).get('use_cached_targets', 'auto')
+        if mode not in CACHED_TARGET_MODES:
+            raise ValueError(f'train.use_cached_targets must be auto, true or false, got {mode!r}.')
+        if mode is False:
+            return None
+        target = self.cached_targets.get(key)
+        if target is None and mode is True:
+            raise KeyError(f'train.use_cached_targets is true but the batch has no {key!r} (has: '
+                           f'{sorted(self.cached_targets)}); use a dataset with cached targets '
+                           '(KDCachedTargetDataset).')
+        return target
 
     # ------------------------------------------------------------------ training settings
     def init_training_settings(self) -> None:
@@ -229,7 +257,9 @@ class KDModel(SRModel):
 
     def compute_losses(self, current_iter: int) -> OrderedDict[str, torch.Tensor]:
         """Output KD: returns the weighted loss terms, each logged under its ``l_`` key."""
-        target = self.teacher_forward(self.lq)
+        target = self.cached_target('target')
+        if target is None:
+            target = self.teacher_forward(self.lq)
         self.output = self.net_g(self.lq)
         self.check_teacher_output(self.output, target)
         return self.output_losses(self.output, target)
