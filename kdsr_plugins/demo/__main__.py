@@ -1,0 +1,132 @@
+"""The main job: ``python -m kdsr_plugins.demo``.
+
+1. builds the offline demo dataset (scikit-image images, x4 LMDBs) under ``datasets/demo``;
+2. takes the shipped demo teachers (or trains any that is missing);
+3. trains the same student from scratch and with each KD method for the same iterations and seed,
+   through ``python -m kdsr_plugins.train``;
+4. evaluates every student and the teachers with ``python -m kdsr_plugins.test``;
+5. prints a PSNR/SSIM table (Y channel, crop 4) and writes it to ``<out>/results.md``.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import os.path as osp
+import sys
+import time
+
+import torch
+
+import kdsr_plugins  # noqa: F401  (top level: registers the plugin in spawned workers too)
+from kdsr_plugins.data_prep.demo import build_demo_dataset
+from kdsr_plugins.demo import config
+from kdsr_plugins.demo.pipeline import format_table, read_test_metrics, run_entry_point, write_yaml
+from kdsr_plugins.demo.runs import RUNS, runs_by_key
+
+
+def count_params(net_opt: dict) -> int:
+    from basicsr.archs import build_network
+    return sum(p.numel() for p in build_network(dict(net_opt)).parameters())
+
+
+def train_and_test(key: str, label: str, model_type: str, network_g: dict, train_extra: dict, top_extra: dict,
+                   args: argparse.Namespace, iters: int, test_model_type: str = 'SRModel') -> dict:
+    name = f'demo_{key}_s{args.seed}'
+    opt = config.train_options(name, model_type, network_g, args.data, iters, args.seed, train_extra, top_extra)
+    yml = write_yaml(opt, osp.join(args.out, 'options', f'{name}.yml'))
+    print(f'[demo] training {label} ({model_type}, {iters} iterations) ...', flush=True)
+    train_s = run_entry_point('kdsr_plugins.train', yml, args.out, osp.join(args.out, 'logs', f'train_{name}.log'))
+    ckpt = osp.join(args.out, 'experiments', name, 'models', 'net_g_latest.pth')
+    metrics = evaluate(f'test_{name}', network_g, ckpt, args, test_model_type)
+    return {'key': key, 'label': label, 'params': count_params(network_g), 'train_s': train_s, 'ckpt': ckpt,
+            **metrics}
+
+
+def evaluate(test_name: str, network_g: dict, ckpt: str, args: argparse.Namespace,
+             model_type: str = 'SRModel') -> dict:
+    opt = config.test_options(test_name, network_g, ckpt, args.data, model_type=model_type)
+    yml = write_yaml(opt, osp.join(args.out, 'options', f'{test_name}.yml'))
+    run_entry_point('kdsr_plugins.test', yml, args.out, osp.join(args.out, 'logs', f'{test_name}.log'))
+    return read_test_metrics(osp.join(args.out, 'results'), test_name)
+
+
+def ensure_teachers(args: argparse.Namespace) -> dict[str, str]:
+    """Shipped teacher checkpoints, or freshly trained ones for those missing (or all, on request)."""
+    ckpts = {}
+    for name, (net_opt, shipped) in config.TEACHERS.items():
+        if osp.isfile(shipped) and not args.retrain_teachers:
+            ckpts[name] = shipped
+            continue
+        row = train_and_test(f'teacher_{name}', f'Teacher {name}', 'SRModel', net_opt, {}, {}, args,
+                             args.teacher_iters)
+        ckpts[name] = row['ckpt']
+        if args.retrain_teachers:
+            if osp.exists(shipped) and not args.overwrite_assets:
+                raise FileExistsError(f'{shipped} exists; pass --overwrite-assets to replace the shipped teacher.')
+            state = torch.load(row['ckpt'], weights_only=True)
+            torch.save({'params': state['params']}, shipped)
+            ckpts[name] = shipped
+            print(f'[demo] wrote teacher checkpoint {shipped}')
+    return ckpts
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog='python -m kdsr_plugins.demo', description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--out', default='demo_output', help='working folder (experiments/, results/, results.md)')
+    parser.add_argument('--data', default='datasets/demo', help='demo dataset folder (built if missing)')
+    parser.add_argument('--iters', type=int, default=300, help='training iterations of every student')
+    parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--methods', default=','.join(run.key for run in RUNS),
+                        help=f'comma-separated subset of: {", ".join(run.key for run in RUNS)}')
+    parser.add_argument('--retrain-teachers', action='store_true', help='train the demo teachers and ship them')
+    parser.add_argument('--overwrite-assets', action='store_true', help='with --retrain-teachers: replace files')
+    parser.add_argument('--teacher-iters', type=int, default=config.TEACHER_ITERS)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    args.out, args.data = osp.abspath(args.out), osp.abspath(args.data)
+    known = runs_by_key()
+    keys = [k.strip() for k in args.methods.split(',') if k.strip()]
+    unknown = [k for k in keys if k not in known]
+    if unknown:
+        print(f'Unknown demo method(s) {unknown}; valid: {list(known)}', file=sys.stderr)
+        return 2
+    start = time.time()
+    for sub in ('options', 'logs'):
+        os.makedirs(osp.join(args.out, sub), exist_ok=True)
+    print(f'[demo] building the demo dataset in {args.data} ...', flush=True)
+    build_demo_dataset(args.data, scales=(config.SCALE,))
+    ckpts = ensure_teachers(args)
+    rows, done = [], {}
+    for key in [run.key for run in RUNS if run.key in keys]:
+        run = known[key]
+        missing = [k for k in run.needs if k not in done]
+        if missing:
+            print(f'[demo] skipping {key}: needs {missing}', file=sys.stderr)
+            continue
+        train_extra, top_extra = run.make_options(ckpts, done)
+        row = train_and_test(key, run.label, run.model_type, run.student or config.STUDENT, train_extra, top_extra,
+                             args, args.iters, run.test_model_type)
+        if run.extra.get('not_a_student'):
+            row['label'] += ' (aggregator, uses teachers)'
+        done[key] = row
+        rows.append(row)
+    for name, (net_opt, _) in config.TEACHERS.items():
+        metrics = evaluate(f'test_demo_teacher_{name}', net_opt, ckpts[name], args)
+        rows.append({'label': f'Teacher ({name})', 'params': count_params(net_opt), 'train_s': None, **metrics})
+    elapsed = time.time() - start
+    table = format_table(rows, f'Demo x4, {args.iters} iterations, seed {args.seed} (validation: coffee, rocket)')
+    note = (f'\nY-channel PSNR/SSIM, crop 4, raw weights (`params`), single pass. Demo-set numbers are a smoke '
+            f'signal, not comparable with papers. Total demo time: {elapsed:.0f} s.\n')
+    with open(osp.join(args.out, 'results.md'), 'w') as f:
+        f.write(table + note)
+    print('\n' + table + note)
+    print(f'[demo] table written to {osp.join(args.out, "results.md")}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

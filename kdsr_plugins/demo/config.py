@@ -1,0 +1,78 @@
+"""Networks, data and training settings of the demo (x4 on the scikit-image demo dataset)."""
+from __future__ import annotations
+
+import os.path as osp
+from copy import deepcopy
+
+SCALE = 4
+RGB_MEAN = [0.4488, 0.4371, 0.4040]
+ASSETS = osp.join(osp.dirname(osp.abspath(__file__)), 'assets')
+
+
+def edsr(num_feat: int, num_block: int) -> dict:
+    return dict(type='EDSR', num_in_ch=3, num_out_ch=3, num_feat=num_feat, num_block=num_block, upscale=SCALE,
+                res_scale=1.0, img_range=255.0, rgb_mean=RGB_MEAN)
+
+
+def rcan(num_feat: int, num_group: int, num_block: int) -> dict:
+    return dict(type='RCAN', num_in_ch=3, num_out_ch=3, num_feat=num_feat, num_group=num_group, num_block=num_block,
+                squeeze_factor=8, upscale=SCALE, res_scale=1, img_range=255.0, rgb_mean=RGB_MEAN)
+
+
+#: Teachers: name -> (network options, shipped checkpoint). The checkpoints were trained by
+#: ``python -m kdsr_plugins.demo --retrain-teachers`` (see README); the demo retrains a teacher
+#: whose file is missing.
+TEACHERS = {
+    'edsr': (edsr(48, 8), osp.join(ASSETS, 'teacher_edsr_f48b8_x4.pth')),
+    'rcan': (rcan(32, 3, 3), osp.join(ASSETS, 'teacher_rcan_f32g3b3_x4.pth')),
+}
+STUDENT = edsr(16, 4)
+TEACHER_ITERS = 4000
+
+
+def datasets(data_root: str, lr_patch: int = 32, batch: int = 8) -> dict:
+    """Train and validation blocks on the demo LMDBs (absolute paths: BasicSR resolves from the CWD)."""
+    root = osp.abspath(data_root)
+    return {
+        'train': dict(name='demo_train', type='PairedImageDataset', dataroot_gt=osp.join(root, 'train_HR_sub.lmdb'),
+                      dataroot_lq=osp.join(root, f'train_LR_X{SCALE}_sub.lmdb'), io_backend={'type': 'lmdb'},
+                      gt_size=lr_patch * SCALE, use_hflip=True, use_rot=True, num_worker_per_gpu=0,
+                      batch_size_per_gpu=batch, dataset_enlarge_ratio=1, prefetch_mode=None),
+        'val': dict(name='demo_val', type='PairedImageDataset', dataroot_gt=osp.join(root, 'val_HR.lmdb'),
+                    dataroot_lq=osp.join(root, f'val_LR_X{SCALE}.lmdb'), io_backend={'type': 'lmdb'}),
+    }
+
+
+def metrics() -> dict:
+    return {'psnr': {'type': 'calculate_psnr', 'crop_border': SCALE, 'test_y_channel': True},
+            'ssim': {'type': 'calculate_ssim', 'crop_border': SCALE, 'test_y_channel': True}}
+
+
+def train_options(name: str, model_type: str, network_g: dict, data_root: str, iters: int, seed: int,
+                  train_extra: dict | None = None, top_extra: dict | None = None, lr: float = 1e-3) -> dict:
+    """A complete training option dict for one demo run (no EMA: short runs, raw weights scored)."""
+    train = {
+        'ema_decay': 0,
+        'optim_g': {'type': 'Adam', 'lr': lr, 'weight_decay': 0, 'betas': [0.9, 0.99]},
+        'scheduler': {'type': 'CosineAnnealingRestartLR', 'periods': [iters], 'restart_weights': [1],
+                      'eta_min': lr * 0.05},
+        'total_iter': iters, 'warmup_iter': -1,
+        'pixel_opt': {'type': 'L1Loss', 'loss_weight': 1.0, 'reduction': 'mean'},
+    }
+    train.update(deepcopy(train_extra or {}))
+    opt = {'name': name, 'model_type': model_type, 'scale': SCALE, 'num_gpu': 0, 'manual_seed': seed,
+           'datasets': datasets(data_root), 'network_g': deepcopy(network_g),
+           'path': {'pretrain_network_g': None, 'strict_load_g': True, 'resume_state': None},
+           'train': train,
+           'logger': {'print_freq': max(1, iters // 5), 'save_checkpoint_freq': iters, 'use_tb_logger': False}}
+    opt.update(deepcopy(top_extra or {}))
+    return opt
+
+
+def test_options(name: str, network_g: dict, checkpoint: str, data_root: str, model_type: str = 'SRModel',
+                 param_key: str = 'params', save_img: bool = True) -> dict:
+    val = datasets(data_root)['val']
+    return {'name': name, 'model_type': model_type, 'scale': SCALE, 'num_gpu': 0, 'manual_seed': 0,
+            'datasets': {'test_1': val}, 'network_g': deepcopy(network_g),
+            'path': {'pretrain_network_g': checkpoint, 'param_key_g': param_key, 'strict_load_g': True},
+            'val': {'save_img': save_img, 'suffix': None, 'metrics': metrics()}}

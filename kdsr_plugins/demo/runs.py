@@ -1,0 +1,59 @@
+"""The demo's rows: one entry per method, each a student trained for the same iterations and seed."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from kdsr_plugins.demo import config
+
+
+@dataclass
+class DemoRun:
+    """One trained-and-evaluated row of the demo table.
+
+    Attributes:
+        key: Short id used on the command line (``--methods kd,scratch``).
+        label: Row label in the table.
+        model_type: Registered model class.
+        make_options: ``f(teacher_ckpts, previous_runs) -> (train_extra, top_extra)``.
+        needs: Keys of runs that must finish first (e.g. MTKD stage 2 needs stage 1).
+        student: Network of the evaluated model (``None``: the demo student).
+    """
+
+    key: str
+    label: str
+    model_type: str
+    make_options: Callable[[dict, dict], tuple[dict, dict]]
+    needs: tuple[str, ...] = ()
+    student: dict | None = None
+    test_model_type: str = 'SRModel'
+    extra: dict = field(default_factory=dict)
+
+
+def single_teacher(name: str = 'edsr') -> Callable[[dict], dict]:
+    def top(ckpts: dict) -> dict:
+        return {'network_t': config.TEACHERS[name][0],
+                'path': {'pretrain_network_g': None, 'strict_load_g': True, 'resume_state': None,
+                         'pretrain_network_t': ckpts[name], 'param_key_t': 'params', 'strict_load_t': True}}
+    return top
+
+
+KD_L1 = {'type': 'L1Loss', 'loss_weight': 1.0, 'reduction': 'mean'}
+
+
+def _scratch(ckpts: dict, done: dict) -> tuple[dict, dict]:
+    return {}, {}
+
+
+def _logits_kd(ckpts: dict, done: dict) -> tuple[dict, dict]:
+    return {'kd_opt': KD_L1}, single_teacher()(ckpts)
+
+
+RUNS: list[DemoRun] = [
+    DemoRun('scratch', 'Student from scratch', 'SRModel', _scratch),
+    DemoRun('kd', 'Logits KD', 'KDModel', _logits_kd),
+]
+
+
+def runs_by_key() -> dict[str, DemoRun]:
+    return {run.key: run for run in RUNS}
