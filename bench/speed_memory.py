@@ -1,0 +1,197 @@
+"""Speed and memory of one training iteration per method, on CPU, at one fixed configuration.
+
+Configuration: EDSR 64c16b teacher -> EDSR 32c8b student, x4, batch 16, LR patch 48 (random
+weights, synthetic batches: LMDB data time is negligible, platform spec §9). Each method runs in
+its own process; the process also measures, in the same run, the student trained alone and one
+no-grad teacher forward, so "inherent KD cost" = student step + teacher forward.
+
+Usage:
+    python bench/speed_memory.py [--iters 8] [--warmup 2] [--methods kd,fitnet,...] [--out bench/results/speed_memory.md]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import os.path as osp
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from copy import deepcopy
+
+import kdsr_plugins  # noqa: F401  (top level: registers the plugin)
+import torch
+from basicsr.archs import build_network
+from basicsr.models import build_model
+
+SCALE, BATCH, LR_PATCH = 4, 16, 48
+MEAN = [0.4488, 0.4371, 0.4040]
+
+
+def edsr(num_feat: int, num_block: int) -> dict:
+    return dict(type='EDSR', num_in_ch=3, num_out_ch=3, num_feat=num_feat, num_block=num_block, upscale=SCALE,
+                res_scale=1.0, img_range=255.0, rgb_mean=MEAN)
+
+
+TEACHER, STUDENT = edsr(64, 16), edsr(32, 8)
+L1 = {'type': 'L1Loss', 'loss_weight': 1.0}
+TAPS_T, TAPS_S = ['conv_first', 7, 15, 'conv_after_body'], ['conv_first', 3, 7, 'conv_after_body']
+
+
+def feature(loss: dict) -> dict:
+    return {'kd_opt': L1, 'feature_kd': {'positions_t': TAPS_T, 'positions_s': TAPS_S}, 'feature_opt': loss}
+
+
+#: method -> (model_type, train block additions, top-level additions)
+METHODS = {
+    'kd': ('KDModel', {'kd_opt': L1}, {}),
+    'fitnet': ('FeatureKDModel', feature({'type': 'KDFitNetLoss', 'loss_weight': 10.0}), {}),
+    'at': ('FeatureKDModel', feature({'type': 'KDAttentionLoss', 'loss_weight': 10.0}), {}),
+    'fakd': ('FeatureKDModel', feature({'type': 'KDAffinityLoss', 'loss_weight': 10.0, 'max_hw': 4096}), {}),
+    'rkd': ('FeatureKDModel', feature({'type': 'KDRelationLoss', 'loss_weight': 1.0}), {}),
+    'dukd': ('DUKDModel', {'kd_opt': L1, 'dukd_opt': {'n_gt_sub': [1], 'zoom_out': True}, 'noisy': {'prob': 0.3}}, {}),
+    'mipkd': ('MiPKDModel', {'kd_opt': L1, 'mipkd_opt': {'positions_t': [3, 7, 11, 15], 'positions_s': [1, 3, 5, 7]}},
+              {}),
+}
+
+
+def model_options(method: str, teacher_ckpt: str, root: str) -> dict:
+    model_type, train_extra, top_extra = METHODS[method]
+    opt = {'name': f'bench_{method}', 'model_type': model_type, 'scale': SCALE, 'num_gpu': 0, 'is_train': True,
+           'dist': False, 'rank': 0, 'world_size': 1, 'network_g': deepcopy(STUDENT), 'network_t': deepcopy(TEACHER),
+           'path': {'pretrain_network_g': None, 'pretrain_network_t': teacher_ckpt, 'models': root,
+                    'training_states': root},
+           'train': {'ema_decay': 0.999, 'optim_g': {'type': 'Adam', 'lr': 1e-4, 'betas': [0.9, 0.99]},
+                     'scheduler': {'type': 'MultiStepLR', 'milestones': [10 ** 6], 'gamma': 0.5},
+                     'total_iter': 100, 'pixel_opt': L1, **deepcopy(train_extra)}}
+    opt.update(deepcopy(top_extra))
+    return opt
+
+
+def batch(seed: int) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    return {'lq': torch.rand(BATCH, 3, LR_PATCH, LR_PATCH, generator=g),
+            'gt': torch.rand(BATCH, 3, LR_PATCH * SCALE, LR_PATCH * SCALE, generator=g)}
+
+
+def median_seconds(step, iters: int, warmup: int) -> float:
+    times = []
+    for i in range(warmup + iters):
+        start = time.perf_counter()
+        step(i)
+        if i >= warmup:
+            times.append(time.perf_counter() - start)
+    times.sort()
+    return times[len(times) // 2]
+
+
+def rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def measure_one(method: str, iters: int, warmup: int) -> dict:
+    """Runs in a fresh process: method step, then student-alone step and teacher forward."""
+    torch.manual_seed(0)
+    root = tempfile.mkdtemp()
+    teacher_ckpt = osp.join(root, 'teacher.pth')
+    torch.save({'params': build_network(deepcopy(TEACHER)).state_dict()}, teacher_ckpt)
+    data = [batch(i) for i in range(4)]
+    rss_start = rss_mb()
+    result = {'method': method}
+    if method == 'student':
+        model = build_model(model_options('kd', teacher_ckpt, root) | {'model_type': 'SRModel'})
+    else:
+        model = build_model(model_options(method, teacher_ckpt, root))
+
+    def step(i: int) -> None:
+        model.feed_data(data[i % len(data)])
+        model.optimize_parameters(i + 1)
+    result['step_s'] = median_seconds(step, iters, warmup)
+    result['peak_rss_mb'] = rss_mb()
+    result['rss_increase_mb'] = result['peak_rss_mb'] - rss_start
+    if method == 'kd':  # inherent cost, measured in the same process
+        alone = build_model(model_options('kd', teacher_ckpt, root) | {'model_type': 'SRModel'})
+
+        def alone_step(i: int) -> None:
+            alone.feed_data(data[i % len(data)])
+            alone.optimize_parameters(i + 1)
+        teacher = model.net_t
+
+        def teacher_fwd(i: int) -> None:
+            with torch.no_grad():
+                teacher(data[i % len(data)]['lq'])
+        result['student_alone_s'] = median_seconds(alone_step, iters, warmup)
+        result['teacher_forward_s'] = median_seconds(teacher_fwd, iters, warmup)
+    return result
+
+
+def run_all(methods: list[str], iters: int, warmup: int) -> list[dict]:
+    results = []
+    for method in ['student'] + methods:
+        with tempfile.NamedTemporaryFile(suffix='.json', delete=False) as f:
+            out = f.name
+        cmd = [sys.executable, osp.abspath(__file__), '--one', method, '--iters', str(iters), '--warmup',
+               str(warmup), '--json', out]
+        print(f'[bench] {method} ...', flush=True)
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            print(proc.stderr[-2000:], file=sys.stderr)
+            results.append({'method': method, 'error': proc.stderr.strip().splitlines()[-1]})
+            continue
+        results.append(json.load(open(out)))
+    return results
+
+
+def report(results: list[dict], iters: int) -> str:
+    by = {r['method']: r for r in results}
+    kd = by.get('kd', {})
+    inherent = kd.get('student_alone_s', 0) + kd.get('teacher_forward_s', 0)
+    lines = [f'# Training-iteration speed and memory (CPU, {torch.get_num_threads()} threads)', '',
+             f'EDSR 64c16b teacher -> EDSR 32c8b student, x{SCALE}, batch {BATCH}, LR patch {LR_PATCH}; '
+             f'median of {iters} iterations after warm-up; synthetic batches.', '',
+             f'Inherent KD cost (student step {kd.get("student_alone_s", float("nan")):.3f} s + no-grad teacher '
+             f'forward {kd.get("teacher_forward_s", float("nan")):.3f} s, same process as `kd`): {inherent:.3f} s', '',
+             '| Method | s / iter | x student alone | x inherent KD | x logits KD | peak RSS (MB) | RSS increase (MB) |',
+             '|---|---:|---:|---:|---:|---:|---:|']
+    student = by.get('student', {}).get('step_s')
+    for r in results:
+        if 'error' in r:
+            lines.append(f'| {r["method"]} | failed: {r["error"]} | | | | | |')
+            continue
+        s = r['step_s']
+        ratio = lambda ref: f'{s / ref:.2f}' if ref else '-'
+        lines.append(f'| {r["method"]} | {s:.3f} | {ratio(student)} | {ratio(inherent)} | '
+                     f'{ratio(kd.get("step_s"))} | {r["peak_rss_mb"]:.0f} | {r["rss_increase_mb"]:.0f} |')
+    targets = ['', 'Targets (issue 7): logits KD within 1.10x of the inherent cost; MiPKD within 1.6x of logits KD; '
+               'MTKD with the teacher-output cache within 1.30x of the student alone.']
+    return '\n'.join(lines + targets) + '\n'
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--iters', type=int, default=8)
+    parser.add_argument('--warmup', type=int, default=2)
+    parser.add_argument('--methods', default=','.join(METHODS))
+    parser.add_argument('--out', default=osp.join(osp.dirname(osp.abspath(__file__)), 'results', 'speed_memory.md'))
+    parser.add_argument('--one', help=argparse.SUPPRESS)
+    parser.add_argument('--json', help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        with open(args.json, 'w') as f:
+            json.dump(measure_one(args.one, args.iters, args.warmup), f)
+        return 0
+    results = run_all([m for m in args.methods.split(',') if m], args.iters, args.warmup)
+    text = report(results, args.iters)
+    os.makedirs(osp.dirname(args.out), exist_ok=True)
+    with open(args.out, 'w') as f:
+        f.write(text)
+    with open(osp.splitext(args.out)[0] + '.json', 'w') as f:
+        json.dump(results, f, indent=1)
+    print(text)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
