@@ -1,0 +1,353 @@
+"""``MiPKDModel``: multi-granularity mixture-of-priors KD (mipkd.md).
+
+One iteration (mipkd.md §2.7):
+
+1. teacher, ``no_grad``, through its stage runner: h0_T, boundary features F_T^1..K, T(x);
+2. student through the DDP wrapper ``net_g`` with taps at ``conv_first`` and the K boundaries:
+   S(x), h0_S, F_S^1..K;
+3. ``l_pix`` / ``l_kd`` on S(x);
+4. draw masks I_k, k* and R (:meth:`MiPKDModel.sample_plan`);
+5. ONE call of the mixer bank ``net_aux``: F̂_k (→ ``l_fpm``), D(E_T(F_T)) (→ ``l_ae``),
+   optionally D_S(E_S(sg F_S)) (→ ``l_ae_s``) and the block-prior-mixer path, which continues
+   the routed mixed feature through the teacher's (autograd on, parameters frozen) or the bare
+   student's remaining stages and tail with that network's own head feature (→ ``l_bpm``).
+
+Design choices that are ours (no official code exists) are options of ``train.mipkd_opt``; see
+docs/mipkd.md.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any, Mapping, Optional, Sequence
+
+import torch
+from basicsr.losses import build_loss
+from basicsr.utils import get_root_logger
+from basicsr.utils.registry import MODEL_REGISTRY
+from torch import Tensor, nn
+
+from kdsr_plugins.archs.mipkd_mixer_arch import (ENC_TYPES, ENCODERS, MASK_TYPES, STUDENT, STUDENT_ADAPTERS,
+                                                 TEACHER, MiPKDMixerBank, MiPKDPlan, random_mask)
+from kdsr_plugins.models.kd_model import KDModel
+from kdsr_plugins.utils.options import check_option_keys
+from kdsr_plugins.utils.stage_runners import (StageContext, StageRunner, build_stage_runner, feature_channels,
+                                              num_units, unit_module_path)
+from kdsr_plugins.utils.taps import FeatureTaps
+
+__all__ = ['MiPKDModel', 'MiPKDOptions', 'MiPKDPath', 'MIPKD_OPT_KEYS', 'DEFAULT_LOSSES']
+
+BPM_MODES = ('single', 'chained', 'off')
+BLOCK_TARGETS = ('teacher', 'gt', 'both')
+MIPKD_OPT_KEYS = ('positions_t', 'positions_s', 'latent_dim', 'enc_type', 'enc_layers', 'encoder', 'mask_type',
+                  'mask_prob', 'use_ae_loss', 'ae_student', 'bpm_mode', 'path_prob', 'student_adapter',
+                  'block_target')
+"""Valid keys of ``train.mipkd_opt``."""
+
+#: Loss blocks of the method and their defaults (used when the key is absent; ``~`` disables).
+DEFAULT_LOSSES = {
+    'feat_opt': {'type': 'L1Loss', 'loss_weight': 1.0, 'reduction': 'mean'},
+    'ae_opt': {'type': 'L1Loss', 'loss_weight': 1.0, 'reduction': 'mean'},
+    'block_opt': {'type': 'L1Loss', 'loss_weight': 0.1, 'reduction': 'mean'},
+}
+
+
+def _choice(key: str, value: Any, valid: Sequence[str]) -> str:
+    if not isinstance(value, str) or value not in valid:
+        raise ValueError(f'train.mipkd_opt.{key}: invalid value {value!r}; valid: {list(valid)}')
+    return value
+
+
+def _bool(key: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f'train.mipkd_opt.{key}: expected true/false, got {value!r}')
+    return value
+
+
+def _prob(key: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
+        raise ValueError(f'train.mipkd_opt.{key}: expected a probability in [0, 1], got {value!r}')
+    return float(value)
+
+
+def _optional_positive_int(key: str, value: Any) -> Optional[int]:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f'train.mipkd_opt.{key}: expected a positive integer (or ~), got {value!r}')
+    return value
+
+
+def _positions_spec(key: str, value: Any) -> Optional[list]:
+    if value is None:
+        return None
+    if not isinstance(value, (list, tuple)) or not value:
+        raise ValueError(f'train.mipkd_opt.{key}: expected a non-empty list of body-unit indices or unit paths, '
+                         f'got {value!r}')
+    for v in value:
+        if isinstance(v, bool) or not isinstance(v, (int, str)):
+            raise ValueError(f'train.mipkd_opt.{key}: entries must be ints or unit paths, got {v!r}')
+    return list(value)
+
+
+@dataclass
+class MiPKDOptions:
+    """Validated ``train.mipkd_opt`` (defaults as mipkd.md §3)."""
+
+    positions_t: Optional[list] = None
+    positions_s: Optional[list] = None
+    latent_dim: Optional[int] = None
+    enc_type: str = 'cnn'
+    enc_layers: int = 2
+    encoder: str = 'separate'
+    mask_type: str = 'random3d'
+    mask_prob: float = 0.5
+    use_ae_loss: bool = True
+    ae_student: bool = False
+    bpm_mode: str = 'single'
+    path_prob: float = 0.5
+    student_adapter: str = 'decoder'
+    block_target: str = 'teacher'
+
+    @classmethod
+    def from_dict(cls, block: Optional[Mapping[str, Any]]) -> 'MiPKDOptions':
+        """Validate a ``train.mipkd_opt`` mapping; unknown keys raise listing the valid ones."""
+        check_option_keys(block, MIPKD_OPT_KEYS, 'train.mipkd_opt')
+        b = dict(block or {})
+        d = cls()
+        enc_layers = b.get('enc_layers', d.enc_layers)
+        if isinstance(enc_layers, bool) or not isinstance(enc_layers, int) or enc_layers < 1:
+            raise ValueError(f'train.mipkd_opt.enc_layers: expected an integer >= 1, got {enc_layers!r}')
+        return cls(
+            positions_t=_positions_spec('positions_t', b.get('positions_t')),
+            positions_s=_positions_spec('positions_s', b.get('positions_s')),
+            latent_dim=_optional_positive_int('latent_dim', b.get('latent_dim')),
+            enc_type=_choice('enc_type', b.get('enc_type', d.enc_type), ENC_TYPES),
+            enc_layers=enc_layers,
+            encoder=_choice('encoder', b.get('encoder', d.encoder), ENCODERS),
+            mask_type=_choice('mask_type', b.get('mask_type', d.mask_type), MASK_TYPES),
+            mask_prob=_prob('mask_prob', b.get('mask_prob', d.mask_prob)),
+            use_ae_loss=_bool('use_ae_loss', b.get('use_ae_loss', d.use_ae_loss)),
+            ae_student=_bool('ae_student', b.get('ae_student', d.ae_student)),
+            bpm_mode=_choice('bpm_mode', b.get('bpm_mode', d.bpm_mode), BPM_MODES),
+            path_prob=_prob('path_prob', b.get('path_prob', d.path_prob)),
+            student_adapter=_choice('student_adapter', b.get('student_adapter', d.student_adapter),
+                                    STUDENT_ADAPTERS),
+            block_target=_choice('block_target', b.get('block_target', d.block_target), BLOCK_TARGETS),
+        )
+
+
+def resolve_positions(net: nn.Module, spec: Sequence[int | str], what: str) -> list[int]:
+    """0-based body-unit indices from ints (negative: from the end), digit strings or unit paths."""
+    n = num_units(net)
+    out = []
+    for v in spec:
+        idx: Optional[int] = None
+        if isinstance(v, int):
+            idx = v
+        elif v.lstrip('-').isdigit():
+            idx = int(v)
+        else:
+            matches = [i for i in range(n) if unit_module_path(net, i) == v]
+            if not matches:
+                raise ValueError(f'train.mipkd_opt.{what}: {v!r} is not a body unit of {type(net).__name__}; valid: '
+                                 f'indices 0..{n - 1} or paths {unit_module_path(net, 0)}..{unit_module_path(net, n - 1)}')
+            idx = matches[0]
+        if not -n <= idx < n:
+            raise ValueError(f'train.mipkd_opt.{what}: unit {v!r} out of range for {type(net).__name__} with {n} '
+                             f'body units')
+        out.append(idx % n)
+    if any(b <= a for a, b in zip(out, out[1:])):
+        raise ValueError(f'train.mipkd_opt.{what}: positions must be strictly increasing, got {out} (from {list(spec)})')
+    return out
+
+
+def default_positions(n: int, k: int) -> list[int]:
+    """K evenly spaced stage ends over n units, the last at the last unit (EDSR b32, K 4: 7, 15, 23, 31)."""
+    return [n * (j + 1) // k - 1 for j in range(k)]
+
+
+class MiPKDPath:
+    """Runs teacher (route 0) or student (route 1) stages on maps for the mixer bank.
+
+    Each network continues with its own stage runner, context and head feature h0.
+
+    Args:
+        runners: ``(teacher_runner, student_runner)``.
+        contexts: ``(teacher_ctx, student_ctx)``.
+    """
+
+    def __init__(self, runners: Sequence[StageRunner], contexts: Sequence[StageContext]) -> None:
+        self.runners, self.contexts = tuple(runners), tuple(contexts)
+
+    def stage(self, route: int, k: int, m: Tensor) -> Tensor:
+        """Stage ``k`` of the chosen network on map ``m``; returns a map."""
+        runner, ctx = self.runners[route], self.contexts[route]
+        return runner.to_map(runner.stage(k, runner.to_tokens(m, ctx), ctx), ctx)
+
+    def finish(self, route: int, k: int, m: Tensor) -> Tensor:
+        """Stages k+1..K and the tail of the chosen network, with its own h0."""
+        runner, ctx = self.runners[route], self.contexts[route]
+        return runner.forward_from(k, runner.to_tokens(m, ctx), ctx, h0=ctx.h0)
+
+
+@MODEL_REGISTRY.register()
+class MiPKDModel(KDModel):
+    """MiPKD: logits KD + feature prior mixer + block prior mixer (mipkd.md).
+
+    Loss terms (weighted, logged): ``l_pix`` (``pixel_opt``), ``l_kd`` (``kd_opt``), ``l_fpm``
+    (``feat_opt``, Σ_k ‖F̂_k − F_T^k‖), ``l_ae`` (``ae_opt``, Σ_k ‖D(E_T(F_T^k)) − F_T^k‖),
+    ``l_ae_s`` (``ae_opt``, only with ``ae_student``), ``l_bpm`` (``block_opt``,
+    ‖Ŷ_mix − T(x)‖). A term whose weight is 0 (or whose block is ``~``) is not computed.
+    Method options: ``train.mipkd_opt`` (:class:`MiPKDOptions`). Distributed runs need top-level
+    ``find_unused_parameters: true``.
+    """
+
+    def __init__(self, opt: dict) -> None:
+        if opt.get('is_train', False) and opt.get('dist', False) and not opt.get('find_unused_parameters', False):
+            raise ValueError('MiPKDModel: distributed training needs top-level find_unused_parameters: true (the '
+                             'stochastic block routing leaves some mixer parameters unused in an iteration).')
+        self.mipkd: MiPKDOptions | None = None
+        super().__init__(opt)
+
+    # ------------------------------------------------------------------ setup
+    def _method_loss(self, key: str) -> nn.Module | None:
+        train_opt = self.opt['train']
+        loss_opt = train_opt[key] if key in train_opt else DEFAULT_LOSSES[key]
+        if loss_opt is None or float(loss_opt.get('loss_weight', 1.0)) == 0.0:
+            return None
+        return build_loss(dict(loss_opt)).to(self.device)
+
+    def init_method(self) -> None:
+        """Validate ``train.mipkd_opt``, build losses, stage runners and student taps."""
+        logger = get_root_logger()
+        train_opt = self.opt['train']
+        self.mipkd = o = MiPKDOptions.from_dict(train_opt.get('mipkd_opt'))
+        if train_opt.get('use_cached_targets', 'auto') is True:
+            raise ValueError('MiPKDModel needs the teacher features every iteration; use_cached_targets: true is '
+                             'not supported (set auto or false).')
+        self.cri_feat = self._method_loss('feat_opt')
+        self.cri_ae = self._method_loss('ae_opt') if (o.use_ae_loss or o.ae_student) else None
+        self.cri_block = self._method_loss('block_opt') if o.bpm_mode != 'off' else None
+        if o.ae_student and self.cri_ae is None:
+            logger.warning('mipkd_opt.ae_student is true but ae_opt is disabled: no student auto-encoder term.')
+
+        bare_t, bare_s = self.net_t, self.get_bare_model(self.net_g)
+        n_t, n_s = num_units(bare_t), num_units(bare_s)
+        if o.positions_t is None and o.positions_s is None:
+            k = min(4, n_t, n_s)
+            pos_t, pos_s = default_positions(n_t, k), default_positions(n_s, k)
+        elif o.positions_t is None or o.positions_s is None:
+            given = o.positions_t if o.positions_t is not None else o.positions_s
+            if n_t != n_s:
+                raise ValueError(f'train.mipkd_opt: teacher has {n_t} body units and student {n_s}; give both '
+                                 'positions_t and positions_s.')
+            pos_t = pos_s = resolve_positions(bare_t, given, 'positions_t' if o.positions_t else 'positions_s')
+        else:
+            pos_t = resolve_positions(bare_t, o.positions_t, 'positions_t')
+            pos_s = resolve_positions(bare_s, o.positions_s, 'positions_s')
+        if len(pos_t) != len(pos_s):
+            raise ValueError(f'train.mipkd_opt: positions_t {pos_t} and positions_s {pos_s} must have the same length '
+                             '(teacher and student stages correspond 1:1).')
+        self.positions_t, self.positions_s = pos_t, pos_s
+        self.runner_t = build_stage_runner(bare_t, pos_t)
+        self.runner_s = build_stage_runner(bare_s, pos_s)
+        self.taps_s = FeatureTaps(bare_s, ['conv_first'] + [unit_module_path(bare_s, i) for i in pos_s])
+        logger.info(f'MiPKD: positions teacher {pos_t}, student {pos_s}; {o}; losses feat={self.cri_feat is not None}, '
+                    f'ae={self.cri_ae is not None}, block={self.cri_block is not None}.')
+
+    @property
+    def uses_mixers(self) -> bool:
+        """Whether any method term (and so the mixer bank) is active."""
+        return self.cri_feat is not None or self.cri_ae is not None or self.cri_block is not None
+
+    def build_aux_modules(self) -> nn.Module | None:
+        """The mixer bank (one ``MiPKDMixer`` per position), or None if every method term is off."""
+        if not self.uses_mixers:
+            get_root_logger().warning('MiPKDModel: feat, ae and block terms are all off; training is plain logits KD.')
+            return None
+        o = self.mipkd
+        c_t, c_s = feature_channels(self.net_t), feature_channels(self.get_bare_model(self.net_g))
+        return MiPKDMixerBank(
+            [(c_t, c_s)] * len(self.positions_t), compute_feat=self.cri_feat is not None,
+            compute_ae=self.cri_ae is not None and o.use_ae_loss,
+            ae_student=self.cri_ae is not None and o.ae_student,
+            bpm_mode=o.bpm_mode if self.cri_block is not None else 'off',
+            latent_dim=o.latent_dim, enc_type=o.enc_type, enc_layers=o.enc_layers, encoder=o.encoder,
+            student_adapter=o.student_adapter)
+
+    def has_loss_terms(self) -> bool:
+        return super().has_loss_terms() or self.uses_mixers
+
+    # ------------------------------------------------------------------ one iteration
+    @property
+    def bank(self) -> MiPKDMixerBank | None:
+        """The bare mixer bank."""
+        return None if self.net_aux is None else self.get_bare_model(self.net_aux)
+
+    def teacher_pass(self, lq: Tensor) -> tuple[Tensor, list[Tensor], StageContext]:
+        """Clean teacher pass under ``no_grad``: T(x), boundary maps F_T^k, context (h0_T)."""
+        with torch.no_grad():
+            y_t, feats, ctx = self.runner_t.run_all(lq)
+            maps = [self.runner_t.to_map(f, ctx) for f in feats]
+        return y_t, maps, ctx
+
+    def student_context(self, h0_s: Tensor, lq: Tensor) -> StageContext:
+        """Stage context of the student built from its tapped head feature (no extra head pass)."""
+        ctx = StageContext(h0=h0_s, x_size=(h0_s.shape[2], h0_s.shape[3]), f0=h0_s, dtype=lq.dtype)
+        ctx.f0 = self.runner_s.to_tokens(h0_s, ctx)
+        return ctx
+
+    def sample_plan(self, feats_t: Sequence[Tensor]) -> MiPKDPlan:
+        """Draw this iteration's masks and routes (torch RNG; k*, R on the CPU generator)."""
+        bank, o = self.bank, self.mipkd
+        n = bank.num_positions
+        k_star = route = routes = None
+        if bank.bpm_mode == 'single':
+            k_star = int(torch.randint(1, n + 1, ()).item())
+            route = STUDENT if torch.rand(()).item() < o.path_prob else TEACHER
+        elif bank.bpm_mode == 'chained':
+            routes = [STUDENT if torch.rand(()).item() < o.path_prob else TEACHER for _ in range(n)]
+
+        def draw(k: int) -> Tensor:
+            b, _, h, w = feats_t[k].shape
+            return random_mask(b, bank.latent_channels()[k], h, w, o.mask_prob, o.mask_type, feats_t[k].device)
+
+        masks = [draw(k) if need else None for k, need in enumerate(bank.needed_masks(k_star))]
+        chain_masks = [None] + [draw(k) for k in range(1, n)] if bank.bpm_mode == 'chained' else []
+        return MiPKDPlan(masks=masks, k_star=k_star, route=route, routes=routes, chain_masks=chain_masks)
+
+    def compute_losses(self, current_iter: int) -> OrderedDict[str, Tensor]:
+        """``l_pix``, ``l_kd``, ``l_fpm``, ``l_ae`` (``l_ae_s``), ``l_bpm`` (enabled terms only)."""
+        y_t, feats_t, ctx_t = self.teacher_pass(self.lq)
+        with self.taps_s.capture() as taps:
+            self.output = self.net_g(self.lq)
+        self.check_teacher_output(self.output, y_t)
+        loss_dict = self.output_losses(self.output, y_t)
+        if self.net_aux is None:
+            return loss_dict
+        h0_s, feats_s = taps[0], taps[1:]
+        plan = self.sample_plan(feats_t)
+        self.last_plan = plan
+        path = None
+        if self.bank.bpm_mode != 'off':
+            path = MiPKDPath((self.runner_t, self.runner_s), (ctx_t, self.student_context(h0_s, self.lq)))
+        out = self.net_aux(feats_t, feats_s, plan, path)
+        if 'feat' in out:
+            loss_dict['l_fpm'] = sum(self.cri_feat(f_hat, f_t) for f_hat, f_t in zip(out['feat'], feats_t))
+        if 'ae' in out:
+            loss_dict['l_ae'] = sum(self.cri_ae(rec, f_t) for rec, f_t in zip(out['ae'], feats_t))
+        if 'ae_s' in out:
+            loss_dict['l_ae_s'] = sum(self.cri_ae(rec, f_s.detach()) for rec, f_s in zip(out['ae_s'], feats_s))
+        if 'y_mix' in out:
+            loss_dict['l_bpm'] = self.block_loss(out['y_mix'], y_t)
+        return loss_dict
+
+    def block_loss(self, y_mix: Tensor, y_t: Tensor) -> Tensor:
+        """L_block against T(x) (``teacher``), the GT (``gt``) or the mean of both (``both``)."""
+        target = self.mipkd.block_target
+        if target == 'teacher':
+            return self.cri_block(y_mix, y_t)
+        if target == 'gt':
+            return self.cri_block(y_mix, self.gt)
+        return 0.5 * (self.cri_block(y_mix, y_t) + self.cri_block(y_mix, self.gt))
