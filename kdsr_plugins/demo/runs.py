@@ -49,9 +49,27 @@ def _logits_kd(ckpts: dict, done: dict) -> tuple[dict, dict]:
     return {'kd_opt': KD_L1}, single_teacher()(ckpts)
 
 
+#: Demo teacher EDSR f48b8 -> student EDSR f16b4: head, two body units at equal relative depth, body end.
+TAPS_T = ['conv_first', 3, 7, 'conv_after_body']
+TAPS_S = ['conv_first', 1, 3, 'conv_after_body']
+
+
+def feature_kd(loss: dict) -> Callable[[dict, dict], tuple[dict, dict]]:
+    def make(ckpts: dict, done: dict) -> tuple[dict, dict]:
+        return ({'kd_opt': KD_L1, 'feature_kd': {'positions_t': TAPS_T, 'positions_s': TAPS_S},
+                 'feature_opt': loss}, single_teacher()(ckpts))
+    return make
+
+
 RUNS: list[DemoRun] = [
     DemoRun('scratch', 'Student from scratch', 'SRModel', _scratch),
     DemoRun('kd', 'Logits KD', 'KDModel', _logits_kd),
+    DemoRun('fitnet', 'FitNet (+ logits KD)', 'FeatureKDModel',
+            feature_kd({'type': 'KDFitNetLoss', 'loss_weight': 10.0, 'distance': 'l1'})),
+    DemoRun('at', 'AT (+ logits KD)', 'FeatureKDModel',
+            feature_kd({'type': 'KDAttentionLoss', 'loss_weight': 10.0, 'mode': 'sr_l1'})),
+    DemoRun('fakd', 'FAKD (+ logits KD)', 'FeatureKDModel', feature_kd({'type': 'KDAffinityLoss', 'loss_weight': 10.0})),
+    DemoRun('rkd', 'RKD (+ logits KD)', 'FeatureKDModel', feature_kd({'type': 'KDRelationLoss', 'loss_weight': 1.0})),
 ]
 
 
