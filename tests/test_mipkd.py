@@ -390,10 +390,12 @@ def test_train_pipeline_tiny_swinir(workdir, demo_data):
     assert set(ckpt) == {'params', 'params_ema'}
 
 
-@pytest.mark.parametrize('mode', ['single', 'chained'])
-def test_ddp_two_process_cpu_identical_student_and_mixers(workdir, demo_data, mode):
+# single, path_prob 1: every iteration runs bare student stages after the wrapped forward, with k*
+# (hence the unused mixers) differing between ranks; chained, 0.5: 12 route draws mix both networks.
+@pytest.mark.parametrize('mode, path_prob', [('single', 1.0), ('chained', 0.5)])
+def test_ddp_two_process_cpu_identical_student_and_mixers(workdir, demo_data, mode, path_prob):
     name = f'mipkd_ddp_{mode}'
-    opt = mipkd_opt(workdir, name=name, bpm_mode=mode, ae_student=True, **POS)
+    opt = mipkd_opt(workdir, name=name, bpm_mode=mode, path_prob=path_prob, ae_student=True, **POS)
     opt['datasets'] = train_opt(name, demo_data, None)['datasets']
     opt['train'].update(total_iter=3)
     opt['logger']['save_checkpoint_freq'] = 100
