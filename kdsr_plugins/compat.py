@@ -6,7 +6,8 @@ Two kinds of fixes live here:
   the missing ``torchvision::nms``/``qnms`` schemas on a CPU torch with a CUDA torchvision
   wheel, and the removed ``torchvision.transforms.functional_tensor`` module;
 * runtime patches of BasicSR functions that are unsafe on CPU or under ``torchrun``:
-  resume-state loading (R1) and distributed initialisation (R2).
+  resume-state loading (R1) and distributed initialisation (R2), plus the train prefetcher,
+  which fast-forwards a resumed epoch (``kdsr_plugins.utils.resume``).
 
 Every fix is applied only where it is needed; on a CUDA install whose torchvision ops load,
 the ops shim does nothing.
@@ -151,6 +152,8 @@ def load_resume_state(opt: dict) -> dict | None:
             ignore.append(key)
     opt['path']['ignore_resume_networks'] = ignore
     check_resume(opt, resume_state['iter'])
+    from kdsr_plugins.utils.resume import schedule_resume
+    schedule_resume(resume_state)
     return resume_state
 
 
@@ -190,6 +193,10 @@ def apply_runtime_patches() -> None:
     global _PATCHED
     if _PATCHED:
         return
-    importlib.import_module('basicsr.train').load_resume_state = load_resume_state
+    from kdsr_plugins.utils.resume import ResumablePrefetcher
+
+    basicsr_train = importlib.import_module('basicsr.train')
+    basicsr_train.load_resume_state = load_resume_state
+    basicsr_train.CPUPrefetcher = ResumablePrefetcher
     importlib.import_module('basicsr.utils.options').init_dist = init_dist
     _PATCHED = True

@@ -98,3 +98,19 @@ def test_ddp_two_process_cpu_identical_parameters(workdir, demo_data):
     rank0, rank1 = result['checksums']
     assert rank0 == rank1
     assert 'l_kd' in result['log']
+
+
+def test_resume_is_bit_exact_with_an_uninterrupted_run(workdir, demo_data):
+    """8 train images, batch 2: 4 iterations per epoch; interrupt mid-epoch (iteration 3) and resume."""
+    ckpt = save_random_net(edsr(16, 2), str(workdir / 'teacher.pth'), seed=1)
+    full = train_opt('full', demo_data, ckpt, total_iter=6, save_freq=3, val_freq=3)
+    run_train(full, workdir)
+    part = train_opt('part', demo_data, ckpt, total_iter=3, save_freq=3, val_freq=2)
+    run_train(part, workdir)
+    part['train']['total_iter'] = 6
+    run_train(part, workdir, '--auto_resume')
+    a = torch.load(model_file(workdir, 'full', 'net_g', 'latest'))
+    b = torch.load(model_file(workdir, 'part', 'net_g', 'latest'))
+    for key in ('params', 'params_ema'):
+        for name, value in a[key].items():
+            assert torch.equal(value, b[key][name]), (key, name)

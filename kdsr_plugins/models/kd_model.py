@@ -27,6 +27,7 @@ from kdsr_plugins.utils.arch_info import pad_multiple
 from kdsr_plugins.utils.checkpoints import (CheckpointError, atomic_torch_save, extract_state_dict,
                                             load_checkpoint_file, load_state_dict_into)
 from kdsr_plugins.utils.options import arch_scale, check_option_keys
+from kdsr_plugins.utils.resume import capture_rng_state, restore_rng_state
 from kdsr_plugins.utils.teachers import TeacherSpec, check_teacher_scale, parse_teacher_specs
 
 NOOP_OPTION_KEYS = {('val', 'self_ensemble'): 'BasicSR 1.4.2 has no self-ensemble; the key does nothing.'}
@@ -286,6 +287,14 @@ class KDModel(SRModel):
         return total
 
     # ------------------------------------------------------------------ inference
+    def validation(self, dataloader, current_iter, tb_logger, save_img=False) -> None:
+        """BasicSR validation, random-neutral: training randomness does not depend on ``val_freq``."""
+        state = capture_rng_state()
+        try:
+            super().validation(dataloader, current_iter, tb_logger, save_img)
+        finally:
+            restore_rng_state(state)
+
     def test(self) -> None:
         """SRModel.test with SwinIR-style padding to the window size, so any size validates."""
         multiple = pad_multiple(self.opt['network_g'])
@@ -346,7 +355,9 @@ class KDModel(SRModel):
             return
         state = {'epoch': epoch, 'iter': current_iter,
                  'optimizers': [o.state_dict() for o in self.optimizers],
-                 'schedulers': [s.state_dict() for s in self.schedulers]}
+                 'schedulers': [s.state_dict() for s in self.schedulers],
+                 # per-rank random states would be needed under DDP; there only the data position is restored
+                 'rng': None if self.opt['dist'] else capture_rng_state()}
         atomic_torch_save(state, osp.join(self.opt['path']['training_states'], f'{current_iter}.state'))
 
     def resume_training(self, resume_state: dict) -> None:

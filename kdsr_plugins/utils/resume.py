@@ -1,0 +1,68 @@
+"""Bit-exact resume: random states in training states, and the resumed epoch's data order.
+
+BasicSR resumes at the start of the saved epoch, so a resumed run sees the first batches of that
+epoch again and continues from a different random state. Our models also store the random
+states (Python, NumPy, torch, CUDA) at save time; on resume the patched prefetcher skips the
+batches the interrupted run had already consumed in that epoch and then restores those states,
+so the continuation sees the same batches and the same random draws as an uninterrupted run.
+Validation is made random-neutral (it restores the states it found), so ``val_freq`` does not
+perturb training. Single-process runs only: under DDP only the data position is restored.
+"""
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import numpy as np
+import torch
+from basicsr.data.prefetch_dataloader import CPUPrefetcher
+from basicsr.utils import get_root_logger
+
+#: Set by ``load_resume_state`` and consumed by the first ``reset()`` of the train prefetcher.
+_PENDING: dict[str, Any] | None = None
+
+
+def capture_rng_state() -> dict[str, Any]:
+    state = {'python': random.getstate(), 'numpy': np.random.get_state(), 'torch': torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state['cuda'] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state['python'])
+    np.random.set_state(state['numpy'])
+    torch.set_rng_state(state['torch'].cpu())
+    if 'cuda' in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state['cuda']])
+
+
+def schedule_resume(resume_state: dict[str, Any]) -> None:
+    """Remember where the interrupted run stood in its epoch (and its random states, if saved)."""
+    global _PENDING
+    _PENDING = {'epoch': int(resume_state['epoch']), 'iter': int(resume_state['iter']),
+                'rng': resume_state.get('rng')}
+
+
+class ResumablePrefetcher(CPUPrefetcher):
+    """``CPUPrefetcher`` that, after a resume, fast-forwards the first epoch to the saved position."""
+
+    def reset(self) -> None:
+        global _PENDING
+        super().reset()
+        plan, _PENDING = _PENDING, None
+        if plan is None:
+            return
+        per_epoch = len(self.ori_loader)
+        done = plan['iter'] - plan['epoch'] * per_epoch
+        logger = get_root_logger()
+        if not 0 <= done <= per_epoch:
+            logger.warning(f'Resume: iteration {plan["iter"]} is not inside epoch {plan["epoch"]} of {per_epoch} '
+                           'batches (dataset or batch size changed?); data order is not restored.')
+            return
+        for _ in range(done):
+            next(self.loader)
+        if plan['rng'] is not None:
+            restore_rng_state(plan['rng'])
+        logger.info(f'Resume: skipped {done} already-trained batches of epoch {plan["epoch"]}'
+                    f'{" and restored the random states" if plan["rng"] is not None else ""}.')
