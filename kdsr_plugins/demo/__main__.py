@@ -75,7 +75,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--out', default='demo_output', help='working folder (experiments/, results/, results.md)')
     parser.add_argument('--data', default='datasets/demo', help='demo dataset folder (built if missing)')
-    parser.add_argument('--iters', type=int, default=300, help='training iterations of every student')
+    parser.add_argument('--iters', type=int, default=200, help='training iterations of every student')
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--methods', default=','.join(run.key for run in RUNS),
                         help=f'comma-separated subset of: {", ".join(run.key for run in RUNS)}')

@@ -23,11 +23,11 @@ def rcan(num_feat: int, num_group: int, num_block: int) -> dict:
 #: ``python -m kdsr_plugins.demo --retrain-teachers`` (see README); the demo retrains a teacher
 #: whose file is missing.
 TEACHERS = {
-    'edsr': (edsr(48, 8), osp.join(ASSETS, 'teacher_edsr_f48b8_x4.pth')),
-    'rcan': (rcan(32, 3, 3), osp.join(ASSETS, 'teacher_rcan_f32g3b3_x4.pth')),
+    'edsr': (edsr(32, 6), osp.join(ASSETS, 'teacher_edsr_f32b6_x4.pth')),
+    'rcan': (rcan(24, 2, 3), osp.join(ASSETS, 'teacher_rcan_f24g2b3_x4.pth')),
 }
 STUDENT = edsr(16, 4)
-TEACHER_ITERS = 4000
+TEACHER_ITERS = 1500
 
 
 def datasets(data_root: str, lr_patch: int = 32, batch: int = 8) -> dict:

@@ -49,8 +49,8 @@ def _logits_kd(ckpts: dict, done: dict) -> tuple[dict, dict]:
     return {'kd_opt': KD_L1}, single_teacher()(ckpts)
 
 
-#: Demo teacher EDSR f48b8 -> student EDSR f16b4: head, two body units at equal relative depth, body end.
-TAPS_T = ['conv_first', 3, 7, 'conv_after_body']
+#: Demo teacher EDSR f32b6 -> student EDSR f16b4: head, two body units at equal relative depth, body end.
+TAPS_T = ['conv_first', 2, 5, 'conv_after_body']
 TAPS_S = ['conv_first', 1, 3, 'conv_after_body']
 
 
@@ -59,6 +59,18 @@ def feature_kd(loss: dict) -> Callable[[dict, dict], tuple[dict, dict]]:
         return ({'kd_opt': KD_L1, 'feature_kd': {'positions_t': TAPS_T, 'positions_s': TAPS_S},
                  'feature_opt': loss}, single_teacher()(ckpts))
     return make
+
+
+def _dukd(ckpts: dict, done: dict) -> tuple[dict, dict]:
+    """The paper's EDSR x4 setting (dukd spec table): w_pix 5, w_kd 1, one zoom-in tile, zoom-out, p = 0.3."""
+    return ({'pixel_opt': {'type': 'L1Loss', 'loss_weight': 5.0, 'reduction': 'mean'}, 'kd_opt': KD_L1,
+             'dukd_opt': {'n_gt_sub': [1], 'zoom_out': True}, 'noisy': {'prob': 0.3}}, single_teacher()(ckpts))
+
+
+def _mipkd(ckpts: dict, done: dict) -> tuple[dict, dict]:
+    """Mixers at two stage boundaries at equal relative depth (teacher 6 blocks, student 4)."""
+    return ({'kd_opt': KD_L1, 'mipkd_opt': {'positions_t': [2, 5], 'positions_s': [1, 3]}},
+            single_teacher()(ckpts))
 
 
 RUNS: list[DemoRun] = [
@@ -70,6 +82,8 @@ RUNS: list[DemoRun] = [
             feature_kd({'type': 'KDAttentionLoss', 'loss_weight': 10.0, 'mode': 'sr_l1'})),
     DemoRun('fakd', 'FAKD (+ logits KD)', 'FeatureKDModel', feature_kd({'type': 'KDAffinityLoss', 'loss_weight': 10.0})),
     DemoRun('rkd', 'RKD (+ logits KD)', 'FeatureKDModel', feature_kd({'type': 'KDRelationLoss', 'loss_weight': 1.0})),
+    DemoRun('dukd', 'DUKD', 'DUKDModel', _dukd),
+    DemoRun('mipkd', 'MiPKD', 'MiPKDModel', _mipkd),
 ]
 
 
