@@ -132,3 +132,35 @@ def random_batch(scale: int = 2, batch: int = 2, size: int = 16, seed: int = 0) 
     g = torch.Generator().manual_seed(seed)
     return {'lq': torch.rand(batch, 3, size, size, generator=g),
             'gt': torch.rand(batch, 3, size * scale, size * scale, generator=g)}
+
+
+def free_port() -> int:
+    """A free local TCP port for a torchrun rendezvous (suites may run DDP tests concurrently)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        return sock.getsockname()[1]
+
+
+def run_ddp_check(opt: dict, workdir, nproc: int = 2) -> dict:
+    """Train ``opt`` under ``torchrun`` (gloo, CPU) and return ``ddp_train_check.py``'s result.
+
+    The result holds per-rank parameter checksums (``checksums``), ``world_size`` and rank 0's
+    logged losses (``log``). Fails with the subprocess output when training fails.
+    """
+    import json
+    import subprocess
+
+    yml = write_yaml(opt, osp.join(str(workdir), f'{opt["name"]}.yml'))
+    out = osp.join(str(workdir), f'{opt["name"]}_ddp.json')
+    script = osp.join(osp.dirname(osp.abspath(__file__)), 'ddp_train_check.py')
+    cmd = [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', str(nproc), '--master_port',
+           str(free_port()), script, '-opt', yml, '--launcher', 'pytorch', '--out', out]
+    proc = subprocess.run(cmd, cwd=str(workdir), env=dict(os.environ, OMP_NUM_THREADS='1'), capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, (proc.stdout[-2000:], proc.stderr[-4000:])
+    with open(out) as f:
+        result = json.load(f)
+    assert result['world_size'] == nproc
+    return result

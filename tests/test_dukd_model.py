@@ -1,11 +1,7 @@
 """DUKDModel: loss bookkeeping, frozen teacher, two-step quirk, real training runs, CPU DDP (dukd.md §12)."""
 import dataclasses
 import glob
-import json
-import os
 import os.path as osp
-import subprocess
-import sys
 import types
 from collections import OrderedDict
 
@@ -20,8 +16,8 @@ from kdsr_plugins.models.dukd_model import DUKDModel
 from kdsr_plugins.utils.dukd_options import DUKDOptions
 from kdsr_plugins.utils.invertible_aug import AugPlan, all_subsets
 from kdsr_plugins.utils.teachers import parse_teacher_specs
-from kdsr_testutils import (build_model_from_opt, edsr, model_file, random_batch, run_train, save_random_net,
-                            train_opt, write_yaml)
+from kdsr_testutils import (run_ddp_check, build_model_from_opt, edsr, model_file, random_batch, run_train, save_random_net,
+                            train_opt)
 
 TESTS_DIR = osp.dirname(osp.abspath(__file__))
 SUBSETS = list(all_subsets())
@@ -405,22 +401,14 @@ def test_train_pipeline_swinir_student_validates_non_window_multiple(workdir, de
 
 def test_ddp_two_process_cpu_identical_parameters(workdir, demo_data):
     """Default single step; the student wrapper runs 3 times per backward (all groups consistent)."""
-    name, port = 'dukd_ddp', 29541
+    name = 'dukd_ddp'
     opt = dukd_opt(workdir, scale=2, gt_size=32, data_root=demo_data, noisy={'prob': 0.3},
                    dukd={'zoom_out': True, 'lc_on': ['zoom_in', 'zoom_out', 'original']})
     opt.update(name=name, find_unused_parameters=False)
     opt['logger']['save_checkpoint_freq'] = 100
     del opt['val'], opt['datasets']['val']  # keep the subprocess run short
     opt['train']['total_iter'] = 3
-    yml = write_yaml(opt, str(workdir / f'{name}.yml'))
-    out = str(workdir / f'{name}.json')
-    env = dict(os.environ, OMP_NUM_THREADS='1')
-    cmd = [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2', '--master_port', str(port),
-           osp.join(TESTS_DIR, 'ddp_train_check.py'), '-opt', yml, '--launcher', 'pytorch', '--out', out]
-    proc = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    result = json.load(open(out))
-    assert result['world_size'] == 2
+    result = run_ddp_check(opt, workdir)
     rank0, rank1 = result['checksums']
     assert rank0 == rank1
     assert set(result['log']) == {'l_pix', 'l_kd', 'l_zoom_in', 'l_zoom_out_pix', 'l_zoom_out_kd'}

@@ -1,11 +1,9 @@
 """FeatureKDModel: option forms, taps and probes, loss values, gradients, pipeline, resume, DDP."""
 import copy
 import glob
-import json
 import logging
 import os
 import os.path as osp
-import socket
 import subprocess
 import sys
 
@@ -20,7 +18,7 @@ from basicsr.utils.registry import MODEL_REGISTRY
 from kdsr_plugins.models.feature_kd_model import FeatureKDModel, parse_feature_kd_options
 from kdsr_plugins.utils.checkpoints import CheckpointError
 from kdsr_plugins.utils.taps import TapError
-from kdsr_testutils import (build_model_from_opt, edsr, experiment_dir, model_file, random_batch, run_train,
+from kdsr_testutils import (run_ddp_check, build_model_from_opt, edsr, experiment_dir, model_file, random_batch, run_train,
                             save_random_net, train_opt, write_yaml)
 
 TESTS_DIR = osp.dirname(osp.abspath(__file__))
@@ -409,18 +407,7 @@ def test_fitnet_resume_restores_adapters_and_refuses_without_them(workdir, demo_
 
 def test_ddp_two_process_fitnet_identical_student_and_adapters(workdir, demo_data, teacher_ckpt):
     opt = fkd_opt(demo_data, teacher_ckpt, name='fkd_ddp', total_iter=3, save_freq=100)
-    yml = write_yaml(opt, str(workdir / 'fkd_ddp.yml'))
-    out = str(workdir / 'ddp.json')
-    env = dict(os.environ, OMP_NUM_THREADS='1')
-    with socket.socket() as sock:  # a free rendezvous port: other suites run DDP tests concurrently
-        sock.bind(('127.0.0.1', 0))
-        port = str(sock.getsockname()[1])
-    cmd = [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2', '--master_port', port,
-           osp.join(TESTS_DIR, 'ddp_train_check.py'), '-opt', yml, '--launcher', 'pytorch', '--out', out]
-    proc = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, (proc.stdout[-2000:], proc.stderr[-4000:])
-    result = json.load(open(out))
-    assert result['world_size'] == 2
+    result = run_ddp_check(opt, workdir)
     rank0, rank1 = result['checksums']
     assert len(rank0) == 2 and rank0 == rank1  # student, adapters
     assert {'l_feat', 'l_feat_0', 'l_kd'} <= set(result['log'])

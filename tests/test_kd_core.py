@@ -1,5 +1,4 @@
 """KD core: registry, teachers, checkpoints, taps, logits-KD loss, SwinIR validation padding."""
-import os.path as osp
 import subprocess
 import sys
 

@@ -2,8 +2,6 @@
 real training runs (EDSR, SwinIR), resume, 2-process CPU DDP, shipped YAMLs."""
 import copy
 import glob
-import json
-import os
 import os.path as osp
 import subprocess
 import sys
@@ -17,8 +15,8 @@ from torch import nn
 
 from kdsr_plugins.archs.mipkd_mixer_arch import STUDENT, TEACHER, MiPKDMixer, MiPKDPlan, random_mask
 from kdsr_plugins.models.mipkd_model import MIPKD_OPT_KEYS, MiPKDModel, MiPKDOptions, MiPKDPath, default_positions
-from kdsr_testutils import (build_model_from_opt, edsr, experiment_dir, model_file, random_batch, run_train,
-                            save_random_net, train_opt, write_yaml)
+from kdsr_testutils import (run_ddp_check, build_model_from_opt, edsr, experiment_dir, model_file, random_batch, run_train,
+                            save_random_net, train_opt)
 
 TESTS_DIR = osp.dirname(osp.abspath(__file__))
 ROOT = osp.dirname(TESTS_DIR)
@@ -399,14 +397,7 @@ def test_ddp_two_process_cpu_identical_student_and_mixers(workdir, demo_data, mo
     opt['datasets'] = train_opt(name, demo_data, None)['datasets']
     opt['train'].update(total_iter=3)
     opt['logger']['save_checkpoint_freq'] = 100
-    yml = write_yaml(opt, str(workdir / f'{name}.yml'))
-    out = str(workdir / f'{name}.json')
-    env = dict(os.environ, OMP_NUM_THREADS='1')
-    cmd = [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2', '--master_port', '29551',
-           osp.join(TESTS_DIR, 'ddp_train_check.py'), '-opt', yml, '--launcher', 'pytorch', '--out', out]
-    proc = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    result = json.load(open(out))
+    result = run_ddp_check(opt, workdir)
     rank0, rank1 = result['checksums']
     assert result['world_size'] == 2 and len(rank0) == 2  # student + mixer bank
     assert rank0 == rank1

@@ -1,18 +1,15 @@
 """Real BasicSR train_pipeline / test_pipeline runs on the demo LMDB (tiny nets, few iterations)."""
 import copy
 import glob
-import json
 import os
 import os.path as osp
-import shutil
 import subprocess
 import sys
 
-import pytest
 import torch
 
 from kdsr_plugins.models.kd_model import KDModel
-from kdsr_testutils import (edsr, experiment_dir, list_states, model_file, run_train, save_random_net,
+from kdsr_testutils import (run_ddp_check, edsr, experiment_dir, list_states, model_file, run_train, save_random_net,
                             train_opt, write_yaml)
 
 TESTS_DIR = osp.dirname(osp.abspath(__file__))
@@ -86,15 +83,7 @@ def test_resume_restores_saved_state_then_completes(workdir, demo_data, monkeypa
 
 def test_ddp_two_process_cpu_identical_parameters(workdir, demo_data):
     opt = kd_opt(workdir, demo_data, 'kd_ddp', total_iter=3, save_freq=100)
-    yml = write_yaml(opt, str(workdir / 'kd_ddp.yml'))
-    out = str(workdir / 'ddp.json')
-    env = dict(os.environ, OMP_NUM_THREADS='1')
-    cmd = [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2', '--master_port', '29531',
-           osp.join(TESTS_DIR, 'ddp_train_check.py'), '-opt', yml, '--launcher', 'pytorch', '--out', out]
-    proc = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    result = json.load(open(out))
-    assert result['world_size'] == 2
+    result = run_ddp_check(opt, workdir)
     rank0, rank1 = result['checksums']
     assert rank0 == rank1
     assert 'l_kd' in result['log']
