@@ -114,5 +114,15 @@ def test_options(name: str, train_name: str, family: str, scale: int, model_type
     }
 
 
+def insert_after(opt: dict, after: str, key: str, value) -> dict:
+    """A copy of ``opt`` with ``key: value`` placed right after ``after`` (keeps YAML key order readable)."""
+    out = {}
+    for k, v in opt.items():
+        out[k] = v
+        if k == after:
+            out[key] = value
+    return out
+
+
 def pair_tag(family: str, scale: int) -> str:
     return PAIRS[family]['tag'].format(s=scale)

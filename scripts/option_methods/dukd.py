@@ -5,7 +5,7 @@ divergence options are written out explicitly. Each config comes twice: the LMDB
 recipe (``dukd_<arch>_<tag>.yml``) and full DIV2K images read from disk as the public configs do
 (``..._disk.yml``).
 """
-from option_templates import DIV2K_LMDB, PAIRS, SCALES, pair_tag, test_options, train_options
+from option_templates import insert_after, DIV2K_LMDB, PAIRS, SCALES, pair_tag, test_options, train_options
 
 #: (family, scale) -> (w_pix, w_kd, n_gt_sub, zoom_out, noisy prob or None = no ``noisy`` block)
 PUBLIC_CONFIGS = {
@@ -43,15 +43,6 @@ def run_name(family: str, scale: int, disk: bool = False) -> str:
     return f'DUKD_{family}_{pair_tag(family, scale)}' + ('_disk' if disk else '')
 
 
-def _insert_after(opt: dict, after: str, key: str, value) -> dict:
-    out = {}
-    for k, v in opt.items():
-        out[k] = v
-        if k == after:
-            out[key] = value
-    return out
-
-
 def disk_train_set(scale: int, train_set: dict) -> dict:
     """The public configs' data: full DIV2K 0001-0800 images from disk, same patch/batch."""
     train_set = dict(train_set)
@@ -65,7 +56,7 @@ def train_config(family: str, scale: int, disk: bool) -> dict:
     name = run_name(family, scale, disk)
     opt = train_options(name, 'DUKDModel', family, scale, method_train=method_train(family, scale))
     # The student wrapper runs 2-3 times per backward; DDP needs no unused-parameter search (kd_core §7.3).
-    opt = _insert_after(opt, 'num_gpu', 'find_unused_parameters', False)
+    opt = insert_after(opt, 'num_gpu', 'find_unused_parameters', False)
     if disk:
         opt['datasets']['train'] = disk_train_set(scale, opt['datasets']['train'])
     if family == 'EDSR' and scale == 4:  # public EDSR x4: initialise from the DUKD x2 student

@@ -7,7 +7,7 @@ protocol), c64b16 (compounded) and c256b16 (depth only, Fig. 1 study). EDSR x4 s
 from the MiPKD x2 student of the same variant (``strict_load_g: false``), as the group's EDSR x4
 configs do (mipkd.md §5). ``find_unused_parameters: true`` is required in distributed runs.
 """
-from option_templates import PAIRS, SCALES, edsr, pair_tag, test_options, train_options
+from option_templates import insert_after, PAIRS, SCALES, edsr, pair_tag, test_options, train_options
 
 #: variant -> (family, student builder or None = the pair's default, tag, positions_t, positions_s)
 VARIANTS = {
@@ -40,15 +40,6 @@ def method_train(positions_t: list, positions_s: list) -> dict:
     }
 
 
-def _insert_after(opt: dict, after: str, key: str, value) -> dict:
-    out = {}
-    for k, v in opt.items():
-        out[k] = v
-        if k == after:
-            out[key] = value
-    return out
-
-
 def tag(variant: str, scale: int) -> str:
     family, _, custom_tag, _, _ = VARIANTS[variant]
     return custom_tag.format(s=scale) if custom_tag else pair_tag(family, scale)
@@ -61,7 +52,7 @@ def run_name(variant: str, scale: int) -> str:
 def train_config(variant: str, scale: int) -> dict:
     family, student, _, pos_t, pos_s = VARIANTS[variant]
     opt = train_options(run_name(variant, scale), 'MiPKDModel', family, scale, method_train=method_train(pos_t, pos_s))
-    opt = _insert_after(opt, 'num_gpu', 'find_unused_parameters', True)
+    opt = insert_after(opt, 'num_gpu', 'find_unused_parameters', True)
     if student is not None:
         opt['network_g'] = student(scale)
     if family == 'EDSR' and scale == 4:
