@@ -8,7 +8,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from kdsr_plugins.utils.arch_info import body_unit_path
+from kdsr_plugins.utils.stage_runners import num_units, unit_module_path
 
 TapSpec = str | int
 
@@ -23,9 +23,10 @@ def resolve_tap(net: nn.Module, tap: TapSpec) -> tuple[str, bool]:
         raise TapError(f'Tap {tap!r} must be a module path string or a body-unit index.')
     if isinstance(tap, int) or (isinstance(tap, str) and tap.lstrip('-').isdigit()):
         try:
-            return body_unit_path(net, int(tap)), False
-        except ValueError as err:
-            raise TapError(str(err)) from err
+            index, count = int(tap), num_units(net)
+            return unit_module_path(net, index + count if -count <= index < 0 else index), False
+        except (TypeError, ValueError) as err:
+            raise TapError(f'Body-unit tap {tap!r} for {type(net).__name__}: {err}') from err
     path, capture_input = (tap[:-3], True) if tap.endswith(':in') else (tap, False)
     modules = dict(net.named_modules())
     if path not in modules or path == '':
