@@ -6,8 +6,8 @@ Two kinds of fixes live here:
   the missing ``torchvision::nms``/``qnms`` schemas on a CPU torch with a CUDA torchvision
   wheel, and the removed ``torchvision.transforms.functional_tensor`` module;
 * runtime patches of BasicSR functions that are unsafe on CPU or under ``torchrun``:
-  resume-state loading (R1) and distributed initialisation (R2), plus the train prefetcher,
-  which fast-forwards a resumed epoch (``kdsr_plugins.utils.resume``).
+  resume-state loading (R1, ``weights_only``) and distributed initialisation (R2), plus the train
+  prefetcher, which fast-forwards a resumed epoch (``kdsr_plugins.utils.resume``).
 
 Every fix is applied only where it is needed; on a CUDA install whose torchvision ops load,
 the ops shim does nothing.
@@ -139,9 +139,8 @@ def load_resume_state(opt: dict) -> dict | None:
         device = torch.device('cuda', torch.cuda.current_device())
     else:
         device = torch.device('cpu')
-    # Training states are written by this process family (trusted); they hold optimizer and
-    # scheduler dicts (and, for our models, RNG states) that weights_only loading rejects.
-    resume_state = torch.load(resume_state_path, map_location=device, weights_only=False)
+    from kdsr_plugins.utils.checkpoints import load_training_state_file
+    resume_state = load_training_state_file(resume_state_path, device)  # weights_only: no code runs on load
 
     ignore = opt['path'].get('ignore_resume_networks') or []
     if isinstance(ignore, str):

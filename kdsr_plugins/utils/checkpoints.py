@@ -36,9 +36,40 @@ def load_checkpoint_file(path: str, what: str = 'checkpoint') -> Any:
                               f'directory {os.getcwd()!r})')
     try:
         return torch.load(path, map_location='cpu', weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as err:
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as err:  # OSError: truncated zip
         raise CheckpointError(f'Cannot read {what} {path!r} as a weights-only torch file '
                               f'(truncated, corrupt or not a checkpoint?): {err}') from err
+
+
+def _legacy_numpy_globals() -> list[Any]:
+    """The NumPy globals of a uint32 array (MT19937 key of training states written before tensors were used)."""
+    import numpy as np
+    try:
+        from numpy._core.multiarray import _reconstruct
+    except ImportError:  # numpy < 2
+        from numpy.core.multiarray import _reconstruct
+    return [_reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
+
+
+def load_training_state_file(path: str, map_location: Any = 'cpu') -> Any:
+    """Load a ``<iter>.state`` training state with ``weights_only=True``.
+
+    Training states hold optimizer and scheduler state dicts, epoch, iteration and random states,
+    all of types ``weights_only`` loading accepts (plus, for states written by earlier versions,
+    NumPy's uint32 key array, allow-listed by its exact globals).
+
+    Raises:
+        CheckpointError: The file is missing, truncated or holds other objects.
+    """
+    if not osp.isfile(path):
+        raise CheckpointError(f'Resume state not found: {path!r}')
+    try:
+        with torch.serialization.safe_globals(_legacy_numpy_globals()):
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as err:  # OSError: truncated zip
+        raise CheckpointError(f'Cannot read training state {path!r} with weights_only loading (truncated, corrupt, '
+                              f'or holding objects other than tensors and plain containers?): {err}. Remove it to '
+                              'resume from the previous state.') from err
 
 
 def extract_state_dict(checkpoint: Any, param_key: str | None, path: str = '<checkpoint>') -> dict[str, torch.Tensor]:

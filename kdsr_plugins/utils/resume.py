@@ -23,15 +23,25 @@ _PENDING: dict[str, Any] | None = None
 
 
 def capture_rng_state() -> dict[str, Any]:
-    state = {'python': random.getstate(), 'numpy': np.random.get_state(), 'torch': torch.get_rng_state()}
+    """Python, NumPy, torch (and CUDA) random states, in types ``weights_only`` loading accepts.
+
+    NumPy's MT19937 key array is stored as an int64 tensor, so a training state holding these
+    states loads with ``torch.load(..., weights_only=True)``.
+    """
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {'python': random.getstate(), 'numpy': (name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss,
+                                                    cached), 'torch': torch.get_rng_state()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state['cuda'] = torch.cuda.get_rng_state_all()
     return state
 
 
 def restore_rng_state(state: dict[str, Any]) -> None:
+    """Inverse of ``capture_rng_state`` (also accepts NumPy's own state tuple)."""
     random.setstate(state['python'])
-    np.random.set_state(state['numpy'])
+    name, keys, pos, has_gauss, cached = state['numpy']
+    keys = keys.numpy() if torch.is_tensor(keys) else np.asarray(keys)
+    np.random.set_state((name, keys.astype(np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(state['torch'].cpu())
     if 'cuda' in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all([s.cpu() for s in state['cuda']])
