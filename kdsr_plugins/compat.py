@@ -7,7 +7,8 @@ Two kinds of fixes live here:
   wheel, and the removed ``torchvision.transforms.functional_tensor`` module;
 * runtime patches of BasicSR functions that are unsafe on CPU or under ``torchrun``:
   resume-state loading (R1, ``weights_only``) and distributed initialisation (R2), plus the train
-  prefetcher, which fast-forwards a resumed epoch (``kdsr_plugins.utils.resume``).
+  prefetcher, which fast-forwards a resumed epoch (``kdsr_plugins.utils.resume``);
+* option files are parsed with PyYAML's safe loader (BasicSR uses the full one, which runs code);
 
 Every fix is applied only where it is needed; on a CUDA install whose torchvision ops load,
 the ops shim does nothing.
@@ -187,6 +188,32 @@ def init_dist(launcher: str, backend: str | None = None, **kwargs: Any) -> None:
         raise ValueError(f'Invalid launcher type: {launcher}')
 
 
+def safe_ordered_yaml() -> tuple[type, type]:
+    """BasicSR's ``ordered_yaml`` on PyYAML's *safe* loader.
+
+    BasicSR 1.4.2 parses option files with PyYAML's full ``(C)Loader``, which constructs arbitrary
+    Python objects (``!!python/object/apply:os.system [...]`` runs a command while the file is
+    read). The safe loader accepts every standard tag the options use (``!!float 1e-4``, ``~``).
+
+    Returns:
+        (Loader, Dumper), mappings loaded as ``OrderedDict`` as in BasicSR.
+    """
+    from collections import OrderedDict
+
+    import yaml
+
+    base = getattr(yaml, 'CSafeLoader', yaml.SafeLoader)
+    dumper = getattr(yaml, 'CDumper', yaml.Dumper)
+
+    class OrderedSafeLoader(base):  # type: ignore[misc, valid-type]
+        """Safe loader building ``OrderedDict`` mappings."""
+
+    OrderedSafeLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
+                                      lambda loader, node: OrderedDict(loader.construct_pairs(node)))
+    dumper.add_representer(OrderedDict, lambda d, data: d.represent_dict(data.items()))
+    return OrderedSafeLoader, dumper
+
+
 def apply_runtime_patches() -> None:
     """Patch BasicSR's module globals used by ``train_pipeline`` / ``parse_options``."""
     global _PATCHED
@@ -197,5 +224,7 @@ def apply_runtime_patches() -> None:
     basicsr_train = importlib.import_module('basicsr.train')
     basicsr_train.load_resume_state = load_resume_state
     basicsr_train.CPUPrefetcher = ResumablePrefetcher
-    importlib.import_module('basicsr.utils.options').init_dist = init_dist
+    basicsr_options = importlib.import_module('basicsr.utils.options')
+    basicsr_options.init_dist = init_dist
+    basicsr_options.ordered_yaml = safe_ordered_yaml
     _PATCHED = True
