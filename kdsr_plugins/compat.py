@@ -9,6 +9,8 @@ Two kinds of fixes live here:
   resume-state loading (R1, ``weights_only``) and distributed initialisation (R2), plus the train
   prefetcher, which fast-forwards a resumed epoch (``kdsr_plugins.utils.resume``);
 * option files are parsed with PyYAML's safe loader (BasicSR uses the full one, which runs code);
+* clearer errors: unknown registry names list close matches and the registered names
+  (``Registry.get``).
 
 Every fix is applied only where it is needed; on a CUDA install whose torchvision ops load,
 the ops shim does nothing.
@@ -188,6 +190,47 @@ def init_dist(launcher: str, backend: str | None = None, **kwargs: Any) -> None:
         raise ValueError(f'Invalid launcher type: {launcher}')
 
 
+class RegistryNameError(KeyError):
+    """An unknown name in a BasicSR registry; a ``KeyError`` whose message prints as plain text."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ''
+
+
+def unknown_name_message(registry: Any, name: Any) -> str:
+    """BasicSR's "No object named ..." message, plus close matches, the plugin's names and a hint."""
+    import difflib
+
+    names = sorted(str(k) for k in registry._obj_map)
+    lower = {n.lower(): n for n in names}
+    close = difflib.get_close_matches(str(name), names, n=5, cutoff=0.6)
+    close += [lower[m] for m in difflib.get_close_matches(str(name).lower(), list(lower), n=5, cutoff=0.6)
+              if lower[m] not in close]
+    ours = sorted(k for k, obj in registry._obj_map.items()
+                  if getattr(obj, '__module__', '').startswith('kdsr_plugins'))
+    lines = [f"No object named '{name}' found in '{registry._name}' registry!"]
+    if close:
+        lines.append(f'  Did you mean: {", ".join(close[:5])}?')
+    lines.append(f'  Registered: {", ".join(names)}.')
+    if ours:
+        lines.append(f'  (from kdsr_plugins: {", ".join(ours)})')
+    lines.append('  Names exist only once their module is imported: run python -m kdsr_plugins.train / .test, or '
+                 'put `import kdsr_plugins` (and your own modules) at the top level of your entry script.')
+    return '\n'.join(lines)
+
+
+def _registry_get(self: Any, name: Any, suffix: str = 'basicsr') -> Any:
+    """``Registry.get`` of BasicSR 1.4.2 with a helpful error for unknown names."""
+    ret = self._obj_map.get(name)
+    if ret is None:
+        ret = self._obj_map.get(f'{name}_{suffix}')
+        if ret is not None:
+            print(f'Name {name} is not found, use name: {name}_{suffix}!')
+    if ret is None:
+        raise RegistryNameError(unknown_name_message(self, name))
+    return ret
+
+
 def safe_ordered_yaml() -> tuple[type, type]:
     """BasicSR's ``ordered_yaml`` on PyYAML's *safe* loader.
 
@@ -219,6 +262,8 @@ def apply_runtime_patches() -> None:
     global _PATCHED
     if _PATCHED:
         return
+    from basicsr.utils.registry import Registry
+
     from kdsr_plugins.utils.resume import ResumablePrefetcher
 
     basicsr_train = importlib.import_module('basicsr.train')
@@ -227,4 +272,5 @@ def apply_runtime_patches() -> None:
     basicsr_options = importlib.import_module('basicsr.utils.options')
     basicsr_options.init_dist = init_dist
     basicsr_options.ordered_yaml = safe_ordered_yaml
+    Registry.get = _registry_get
     _PATCHED = True
