@@ -10,7 +10,8 @@ Two kinds of fixes live here:
   prefetcher, which fast-forwards a resumed epoch (``kdsr_plugins.utils.resume``);
 * option files are parsed with PyYAML's safe loader (BasicSR uses the full one, which runs code);
 * clearer errors: unknown registry names list close matches and the registered names
-  (``Registry.get``).
+  (``Registry.get``), and paired LMDB dataset blocks are validated before BasicSR builds them
+  (``build_dataset``, see ``kdsr_plugins.utils.dataset_checks``).
 
 Every fix is applied only where it is needed; on a CUDA install whose torchvision ops load,
 the ops shim does nothing.
@@ -257,6 +258,20 @@ def safe_ordered_yaml() -> tuple[type, type]:
     return OrderedSafeLoader, dumper
 
 
+def _checked_build_dataset(build_dataset: Any) -> Any:
+    """Wrap BasicSR's ``build_dataset`` so paired LMDB blocks are validated first (utils.dataset_checks)."""
+    if getattr(build_dataset, '_kdsr_checked', False):
+        return build_dataset
+
+    def checked(dataset_opt: dict) -> Any:
+        from kdsr_plugins.utils.dataset_checks import check_dataset_opt
+        check_dataset_opt(dataset_opt)
+        return build_dataset(dataset_opt)
+    checked._kdsr_checked = True
+    checked.__doc__ = build_dataset.__doc__
+    return checked
+
+
 def apply_runtime_patches() -> None:
     """Patch BasicSR's module globals used by ``train_pipeline`` / ``parse_options``."""
     global _PATCHED
@@ -273,4 +288,7 @@ def apply_runtime_patches() -> None:
     basicsr_options.init_dist = init_dist
     basicsr_options.ordered_yaml = safe_ordered_yaml
     Registry.get = _registry_get
+    for module in ('basicsr.data', 'basicsr.train', 'basicsr.test'):  # each holds its own reference
+        mod = importlib.import_module(module)
+        mod.build_dataset = _checked_build_dataset(mod.build_dataset)
     _PATCHED = True
