@@ -288,11 +288,20 @@ class KDModel(SRModel):
 
     # ------------------------------------------------------------------ inference
     def validation(self, dataloader, current_iter, tb_logger, save_img=False) -> None:
-        """BasicSR validation, random-neutral: training randomness does not depend on ``val_freq``."""
+        """BasicSR validation, random-neutral: training randomness does not depend on ``val_freq``.
+
+        Under DDP, validation (rank 0 only) runs the bare student: a DDP forward broadcasts the
+        module's buffers (SwinIR's index and mask buffers, for one) from rank 0 to ranks that are
+        not validating, which hangs the run.
+        """
         state = capture_rng_state()
+        wrapper = self.net_g
+        if isinstance(wrapper, DistributedDataParallel):
+            self.net_g = wrapper.module
         try:
             super().validation(dataloader, current_iter, tb_logger, save_img)
         finally:
+            self.net_g = wrapper
             restore_rng_state(state)
 
     def test(self) -> None:
