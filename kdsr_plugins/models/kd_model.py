@@ -324,7 +324,12 @@ class KDModel(SRModel):
 
     # ------------------------------------------------------------------ checkpoints
     def save(self, epoch: int, current_iter: int) -> None:
-        """Student (+EMA), auxiliary modules, then the training state (written last)."""
+        """Student (+EMA), auxiliary modules, then the training state (written last).
+
+        Refuses (``FloatingPointError``) to write non-finite weights, so a diverged step never
+        replaces the last good checkpoint.
+        """
+        self.check_finite_weights(current_iter)
         if hasattr(self, 'net_g_ema'):
             self.save_network([self.net_g, self.net_g_ema], 'net_g', current_iter, param_key=['params', 'params_ema'])
         else:
@@ -333,6 +338,18 @@ class KDModel(SRModel):
             self.save_network(self.net_aux, 'net_aux', current_iter)
         self.save_extra_networks(current_iter)
         self.save_training_state(epoch, current_iter)
+
+    def check_finite_weights(self, current_iter: int) -> None:
+        """Raise ``FloatingPointError`` naming the first non-finite trainable tensor (student, EMA, aux)."""
+        for label, net in (('net_g', self.net_g), ('net_g_ema', getattr(self, 'net_g_ema', None)),
+                           ('net_aux', self.net_aux)):
+            if net is None:
+                continue
+            for name, param in self.get_bare_model(net).named_parameters():
+                if not torch.isfinite(param.detach()).all():
+                    where = 'the end of training' if current_iter == -1 else f'iteration {current_iter}'
+                    raise FloatingPointError(f'Non-finite weights in {label}.{name} at {where}: not saving. '
+                                             'Training stopped; the last saved checkpoint is left untouched.')
 
     def save_extra_networks(self, current_iter: int) -> None:
         """Hook for methods with further trainable networks to save before the state."""
