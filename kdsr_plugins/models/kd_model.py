@@ -53,6 +53,8 @@ class KDModel(SRModel):
     teachers_at_test = False
     #: Whether ``train.kd_opt`` (output KD against the first teacher) is part of the method.
     uses_output_kd = True
+    #: Whether the method pads teacher inputs itself (else SwinIR teachers need window-multiple LR patches).
+    pads_teacher_inputs = False
 
     def __init__(self, opt: dict) -> None:
         self.teachers: OrderedDict[str, nn.Module] = OrderedDict()
@@ -182,6 +184,7 @@ class KDModel(SRModel):
         if self.uses_output_kd and train_opt.get('kd_opt'):
             self.cri_kd = build_loss(train_opt['kd_opt']).to(self.device)
         self.init_method()
+        self.check_train_patch()
         aux = self.build_aux_modules()
         if aux is not None:
             self.net_aux = self.model_to_device(aux)
@@ -215,6 +218,32 @@ class KDModel(SRModel):
 
     def init_method(self) -> None:
         """Hook: parse the method block, build losses and taps (teachers exist already)."""
+
+    def lr_patch_networks(self) -> dict[str, dict]:
+        """Hook: option dicts of the networks that run unpadded on the LR training patch."""
+        nets = {'network_g': self.opt['network_g']}
+        if not self.pads_teacher_inputs:
+            nets.update({f'teacher {spec.name!r}': spec.network_opt for spec in self.teacher_specs})
+        return nets
+
+    def check_train_patch(self) -> None:
+        """Fail at start-up when the LR training patch is not a multiple of a SwinIR window size.
+
+        BasicSR's SwinIR does not pad during training, so such a patch would stop the first
+        iteration with a reshape error deep inside the attention code.
+        """
+        gt_size = ((self.opt.get('datasets') or {}).get('train') or {}).get('gt_size')
+        if not gt_size:
+            return
+        scale = int(self.opt['scale'])
+        patch = int(gt_size) // scale
+        for what, net_opt in self.lr_patch_networks().items():
+            multiple = pad_multiple(net_opt)
+            if patch % multiple:
+                raise ValueError(f'LR training patch {patch} (datasets.train.gt_size {gt_size} / scale {scale}) is not a '
+                                 f'multiple of the window size {multiple} of {what} ({net_opt.get("type")}), which '
+                                 f'BasicSR does not pad in training: use a gt_size that is a multiple of '
+                                 f'{scale * multiple}.')
 
     def build_aux_modules(self) -> nn.Module | None:
         """Hook: return the method's auxiliary trainable modules as one module, or None."""
