@@ -15,59 +15,11 @@ import os.path as osp
 import sys
 import time
 
-import torch
-
 import kdsr_plugins  # noqa: F401  (top level: registers the plugin in spawned workers too)
 from kdsr_plugins.data_prep.demo import build_demo_dataset
 from kdsr_plugins.demo import config
-from kdsr_plugins.demo.pipeline import format_table, read_test_metrics, run_entry_point, write_yaml
+from kdsr_plugins.demo.pipeline import count_params, ensure_teachers, evaluate, format_table, train_and_test
 from kdsr_plugins.demo.runs import RUNS, runs_by_key
-
-
-def count_params(net_opt: dict) -> int:
-    from basicsr.archs import build_network
-    return sum(p.numel() for p in build_network(dict(net_opt)).parameters())
-
-
-def train_and_test(key: str, label: str, model_type: str, network_g: dict, train_extra: dict, top_extra: dict,
-                   args: argparse.Namespace, iters: int, test_model_type: str = 'SRModel') -> dict:
-    name = f'demo_{key}_s{args.seed}'
-    opt = config.train_options(name, model_type, network_g, args.data, iters, args.seed, train_extra, top_extra)
-    yml = write_yaml(opt, osp.join(args.out, 'options', f'{name}.yml'))
-    print(f'[demo] training {label} ({model_type}, {iters} iterations) ...', flush=True)
-    train_s = run_entry_point('kdsr_plugins.train', yml, args.out, osp.join(args.out, 'logs', f'train_{name}.log'))
-    ckpt = osp.join(args.out, 'experiments', name, 'models', 'net_g_latest.pth')
-    metrics = evaluate(f'test_{name}', network_g, ckpt, args, test_model_type)
-    return {'key': key, 'label': label, 'params': count_params(network_g), 'train_s': train_s, 'ckpt': ckpt,
-            **metrics}
-
-
-def evaluate(test_name: str, network_g: dict, ckpt: str, args: argparse.Namespace,
-             model_type: str = 'SRModel') -> dict:
-    opt = config.test_options(test_name, network_g, ckpt, args.data, model_type=model_type)
-    yml = write_yaml(opt, osp.join(args.out, 'options', f'{test_name}.yml'))
-    run_entry_point('kdsr_plugins.test', yml, args.out, osp.join(args.out, 'logs', f'{test_name}.log'))
-    return read_test_metrics(osp.join(args.out, 'results'), test_name)
-
-
-def ensure_teachers(args: argparse.Namespace) -> dict[str, str]:
-    """Shipped teacher checkpoints, or freshly trained ones for those missing (or all, on request)."""
-    ckpts = {}
-    for name, (net_opt, shipped) in config.TEACHERS.items():
-        if osp.isfile(shipped) and not args.retrain_teachers:
-            ckpts[name] = shipped
-            continue
-        row = train_and_test(f'teacher_{name}', f'Teacher {name}', 'SRModel', net_opt, {}, {}, args,
-                             args.teacher_iters)
-        ckpts[name] = row['ckpt']
-        if args.retrain_teachers:
-            if osp.exists(shipped) and not args.overwrite_assets:
-                raise FileExistsError(f'{shipped} exists; pass --overwrite-assets to replace the shipped teacher.')
-            state = torch.load(row['ckpt'], weights_only=True)
-            torch.save({'params': state['params']}, shipped)
-            ckpts[name] = shipped
-            print(f'[demo] wrote teacher checkpoint {shipped}')
-    return ckpts
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -49,8 +49,14 @@ def metrics() -> dict:
 
 
 def train_options(name: str, model_type: str, network_g: dict, data_root: str, iters: int, seed: int,
-                  train_extra: dict | None = None, top_extra: dict | None = None, lr: float = 1e-3) -> dict:
-    """A complete training option dict for one demo run (no EMA: short runs, raw weights scored)."""
+                  train_extra: dict | None = None, top_extra: dict | None = None, lr: float = 1e-3,
+                  val_freq: int | None = None) -> dict:
+    """A complete training option dict for one demo run (no EMA: short runs, raw weights scored).
+
+    ``val_freq`` adds validation on the demo validation images every ``val_freq`` iterations (and
+    after the last), so the training log holds PSNR/SSIM curves; ``None`` (the demo) validates never.
+    Validation is random-neutral for the KD models, so it does not change what is trained.
+    """
     train = {
         'ema_decay': 0,
         'optim_g': {'type': 'Adam', 'lr': lr, 'weight_decay': 0, 'betas': [0.9, 0.99]},
@@ -65,6 +71,8 @@ def train_options(name: str, model_type: str, network_g: dict, data_root: str, i
            'path': {'pretrain_network_g': None, 'strict_load_g': True, 'resume_state': None},
            'train': train,
            'logger': {'print_freq': max(1, iters // 5), 'save_checkpoint_freq': iters, 'use_tb_logger': False}}
+    if val_freq:
+        opt['val'] = {'val_freq': val_freq, 'save_img': False, 'metrics': metrics()}
     opt.update(deepcopy(top_extra or {}))
     return opt
 

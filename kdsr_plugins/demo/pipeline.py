@@ -1,6 +1,7 @@
 """Run the demo's trainings and tests through the real entry points and collect the metrics."""
 from __future__ import annotations
 
+import argparse
 import glob
 import os
 import os.path as osp
@@ -10,6 +11,8 @@ import sys
 import time
 
 import yaml
+
+from kdsr_plugins.demo import config
 
 METRIC_RE = re.compile(r'#\s*(psnr|ssim):\s*([-\d.]+)')
 
@@ -55,3 +58,66 @@ def format_table(rows: list[dict], title: str) -> str:
         train_time = f'{row["train_s"]:.0f}' if row.get('train_s') is not None else '-'
         lines.append(f'| {row["label"]} | {row["params"]:,d} | {row["psnr"]:.3f} | {row["ssim"]:.4f} | {train_time} |')
     return '\n'.join(lines) + '\n'
+
+
+def count_params(net_opt: dict) -> int:
+    """Number of parameters of a network given by its option dict."""
+    from basicsr.archs import build_network
+    return sum(p.numel() for p in build_network(dict(net_opt)).parameters())
+
+
+def train_and_test(key: str, label: str, model_type: str, network_g: dict, train_extra: dict, top_extra: dict,
+                   args: argparse.Namespace, iters: int, test_model_type: str = 'SRModel', *, prefix: str = 'demo',
+                   val_freq: int | None = None) -> dict:
+    """Train ``<prefix>_<key>_s<seed>`` in ``args.out`` and test it (images saved); return its table row.
+
+    Args:
+        args: Needs ``seed``, ``data`` and ``out`` (absolute paths).
+        prefix: Experiment name prefix.
+        val_freq: Validate every ``val_freq`` iterations during training (``None``: no validation, the demo).
+    """
+    name = f'{prefix}_{key}_s{args.seed}'
+    opt = config.train_options(name, model_type, network_g, args.data, iters, args.seed, train_extra, top_extra,
+                               val_freq=val_freq)
+    yml = write_yaml(opt, osp.join(args.out, 'options', f'{name}.yml'))
+    print(f'[{prefix}] training {label} ({model_type}, {iters} iterations) ...', flush=True)
+    train_s = run_entry_point('kdsr_plugins.train', yml, args.out, osp.join(args.out, 'logs', f'train_{name}.log'))
+    ckpt = osp.join(args.out, 'experiments', name, 'models', 'net_g_latest.pth')
+    metrics = evaluate(f'test_{name}', network_g, ckpt, args, test_model_type)
+    return {'key': key, 'label': label, 'params': count_params(network_g), 'train_s': train_s, 'ckpt': ckpt,
+            'name': name, **metrics}
+
+
+def evaluate(test_name: str, network_g: dict, ckpt: str, args: argparse.Namespace,
+             model_type: str = 'SRModel') -> dict:
+    """Test a checkpoint on the demo validation images (saved under ``results/<test_name>/``); return metrics."""
+    opt = config.test_options(test_name, network_g, ckpt, args.data, model_type=model_type)
+    yml = write_yaml(opt, osp.join(args.out, 'options', f'{test_name}.yml'))
+    run_entry_point('kdsr_plugins.test', yml, args.out, osp.join(args.out, 'logs', f'{test_name}.log'))
+    return read_test_metrics(osp.join(args.out, 'results'), test_name)
+
+
+def ensure_teachers(args: argparse.Namespace) -> dict[str, str]:
+    """Shipped teacher checkpoints, or freshly trained ones for those missing (or all, on request).
+
+    Args:
+        args: Needs ``seed``, ``data``, ``out``, ``retrain_teachers``, ``overwrite_assets``, ``teacher_iters``.
+    """
+    import torch
+
+    ckpts = {}
+    for name, (net_opt, shipped) in config.TEACHERS.items():
+        if osp.isfile(shipped) and not args.retrain_teachers:
+            ckpts[name] = shipped
+            continue
+        row = train_and_test(f'teacher_{name}', f'Teacher {name}', 'SRModel', net_opt, {}, {}, args,
+                             args.teacher_iters)
+        ckpts[name] = row['ckpt']
+        if args.retrain_teachers:
+            if osp.exists(shipped) and not args.overwrite_assets:
+                raise FileExistsError(f'{shipped} exists; pass --overwrite-assets to replace the shipped teacher.')
+            state = torch.load(row['ckpt'], weights_only=True)
+            torch.save({'params': state['params']}, shipped)
+            ckpts[name] = shipped
+            print(f'[demo] wrote teacher checkpoint {shipped}')
+    return ckpts
