@@ -60,10 +60,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f'[demo] skipping {key}: needs {missing}', file=sys.stderr)
             continue
         train_extra, top_extra = run.make_options(ckpts, done)
+        test_extra = run.test_top_extra(ckpts) if run.test_top_extra else None
         row = train_and_test(key, run.label, run.model_type, run.student or config.STUDENT, train_extra, top_extra,
-                             args, args.iters, run.test_model_type)
-        if run.extra.get('not_a_student'):
-            row['label'] += ' (aggregator, uses teachers)'
+                             args, args.iters, run.test_model_type, test_top_extra=test_extra)
         done[key] = row
         rows.append(row)
     for name, (net_opt, _) in config.TEACHERS.items():

@@ -68,13 +68,14 @@ def count_params(net_opt: dict) -> int:
 
 def train_and_test(key: str, label: str, model_type: str, network_g: dict, train_extra: dict, top_extra: dict,
                    args: argparse.Namespace, iters: int, test_model_type: str = 'SRModel', *, prefix: str = 'demo',
-                   val_freq: int | None = None) -> dict:
+                   val_freq: int | None = None, test_top_extra: dict | None = None) -> dict:
     """Train ``<prefix>_<key>_s<seed>`` in ``args.out`` and test it (images saved); return its table row.
 
     Args:
         args: Needs ``seed``, ``data`` and ``out`` (absolute paths).
         prefix: Experiment name prefix.
         val_freq: Validate every ``val_freq`` iterations during training (``None``: no validation, the demo).
+        test_top_extra: Top-level test options (e.g. ``teachers`` for MTKD's aggregator, which runs them).
     """
     name = f'{prefix}_{key}_s{args.seed}'
     opt = config.train_options(name, model_type, network_g, args.data, iters, args.seed, train_extra, top_extra,
@@ -83,15 +84,16 @@ def train_and_test(key: str, label: str, model_type: str, network_g: dict, train
     print(f'[{prefix}] training {label} ({model_type}, {iters} iterations) ...', flush=True)
     train_s = run_entry_point('kdsr_plugins.train', yml, args.out, osp.join(args.out, 'logs', f'train_{name}.log'))
     ckpt = osp.join(args.out, 'experiments', name, 'models', 'net_g_latest.pth')
-    metrics = evaluate(f'test_{name}', network_g, ckpt, args, test_model_type)
+    metrics = evaluate(f'test_{name}', network_g, ckpt, args, test_model_type, test_top_extra)
     return {'key': key, 'label': label, 'params': count_params(network_g), 'train_s': train_s, 'ckpt': ckpt,
             'name': name, **metrics}
 
 
 def evaluate(test_name: str, network_g: dict, ckpt: str, args: argparse.Namespace,
-             model_type: str = 'SRModel') -> dict:
+             model_type: str = 'SRModel', top_extra: dict | None = None) -> dict:
     """Test a checkpoint on the demo validation images (saved under ``results/<test_name>/``); return metrics."""
     opt = config.test_options(test_name, network_g, ckpt, args.data, model_type=model_type)
+    opt.update(top_extra or {})
     yml = write_yaml(opt, osp.join(args.out, 'options', f'{test_name}.yml'))
     run_entry_point('kdsr_plugins.test', yml, args.out, osp.join(args.out, 'logs', f'{test_name}.log'))
     return read_test_metrics(osp.join(args.out, 'results'), test_name)

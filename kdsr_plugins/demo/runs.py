@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from kdsr_plugins.demo import config
 
@@ -27,7 +27,7 @@ class DemoRun:
     needs: tuple[str, ...] = ()
     student: dict | None = None
     test_model_type: str = 'SRModel'
-    extra: dict = field(default_factory=dict)
+    test_top_extra: Callable[[dict], dict] | None = None
 
 
 def single_teacher(name: str = 'edsr') -> Callable[[dict], dict]:
@@ -73,6 +73,28 @@ def _mipkd(ckpts: dict, done: dict) -> tuple[dict, dict]:
             single_teacher()(ckpts))
 
 
+#: MTKD: a small DCTSwin aggregator over both demo teachers (canonical order edsr, rcan).
+AGGREGATOR = dict(type='MTKDDCTSwin', num_teachers=2, upscale=config.SCALE, img_size=64, window_size=8, embed_dim=16,
+                  depths=[2], num_heads=[2], mlp_ratio=2, num_feat=16)
+
+
+def teachers_list(ckpts: dict) -> list[dict]:
+    return [{'name': name, 'network': config.TEACHERS[name][0], 'pretrain': ckpts[name], 'param_key': 'params'}
+            for name in ('edsr', 'rcan')]
+
+
+def _mtkd_stage1(ckpts: dict, done: dict) -> tuple[dict, dict]:
+    return {}, {'teachers': teachers_list(ckpts)}
+
+
+def _mtkd_stage2(ckpts: dict, done: dict) -> tuple[dict, dict]:
+    """The paper's stage-2 loss: wavelet loss to the aggregated target (1.0) + L1 to GT (0.1)."""
+    train = {'pixel_opt': {'type': 'L1Loss', 'loss_weight': 0.1, 'reduction': 'mean'},
+             'kd_opt': {'type': 'KDWaveletLoss', 'loss_weight': 1.0, 'levels': 1}}
+    aggregator = {'network': AGGREGATOR, 'pretrain': done['mtkd1']['ckpt'], 'param_key': 'params'}
+    return train, {'teachers': teachers_list(ckpts), 'aggregator': aggregator}
+
+
 RUNS: list[DemoRun] = [
     DemoRun('scratch', 'Student from scratch', 'SRModel', _scratch),
     DemoRun('kd', 'Logits KD', 'KDModel', _logits_kd),
@@ -84,6 +106,10 @@ RUNS: list[DemoRun] = [
     DemoRun('rkd', 'RKD (+ logits KD)', 'FeatureKDModel', feature_kd({'type': 'KDRelationLoss', 'loss_weight': 1.0})),
     DemoRun('dukd', 'DUKD', 'DUKDModel', _dukd),
     DemoRun('mipkd', 'MiPKD', 'MiPKDModel', _mipkd),
+    DemoRun('mtkd1', 'MTKD stage 1: aggregator of both teachers (runs the teachers)', 'MTKDAggregatorModel',
+            _mtkd_stage1, student=AGGREGATOR, test_model_type='MTKDAggregatorModel',
+            test_top_extra=lambda ckpts: {'teachers': teachers_list(ckpts)}),
+    DemoRun('mtkd2', 'MTKD stage 2 (student of the aggregator)', 'MTKDStudentModel', _mtkd_stage2, needs=('mtkd1',)),
 ]
 
 
