@@ -54,11 +54,20 @@ METHODS = {
     'dukd': ('DUKDModel', {'kd_opt': L1, 'dukd_opt': {'n_gt_sub': [1], 'zoom_out': True}, 'noisy': {'prob': 0.3}}, {}),
     'mipkd': ('MiPKDModel', {'kd_opt': L1, 'mipkd_opt': {'positions_t': [3, 7, 11, 15], 'positions_s': [1, 3, 5, 7]}},
               {}),
+    # output-only methods reading teacher outputs from the cache (KDCachedTargetDataset's batch key 'target')
+    'kd_cached': ('KDModel', {'kd_opt': L1, 'use_cached_targets': True}, {}),
+    'mtkd_cached': ('MTKDStudentModel', {'use_cached_targets': True, 'pixel_opt': {'type': 'L1Loss', 'loss_weight': 0.1},
+                                         'kd_opt': {'type': 'KDWaveletLoss', 'loss_weight': 1.0, 'levels': 1}},
+                    {'mtkd': True}),
 }
+AGGREGATOR = dict(type='MTKDDCTSwin', num_teachers=2, upscale=SCALE, img_size=64, window_size=8, embed_dim=60,
+                  depths=[4, 4], num_heads=[6, 6], mlp_ratio=2, num_feat=64)
 
 
 def model_options(method: str, teacher_ckpt: str, root: str) -> dict:
     model_type, train_extra, top_extra = METHODS[method]
+    top_extra = dict(top_extra)
+    mtkd = top_extra.pop('mtkd', False)
     opt = {'name': f'bench_{method}', 'model_type': model_type, 'scale': SCALE, 'num_gpu': 0, 'is_train': True,
            'dist': False, 'rank': 0, 'world_size': 1, 'network_g': deepcopy(STUDENT), 'network_t': deepcopy(TEACHER),
            'path': {'pretrain_network_g': None, 'pretrain_network_t': teacher_ckpt, 'models': root,
@@ -67,13 +76,23 @@ def model_options(method: str, teacher_ckpt: str, root: str) -> dict:
                      'scheduler': {'type': 'MultiStepLR', 'milestones': [10 ** 6], 'gamma': 0.5},
                      'total_iter': 100, 'pixel_opt': L1, **deepcopy(train_extra)}}
     opt.update(deepcopy(top_extra))
+    if mtkd:  # two teachers + a frozen aggregator; with cached targets neither runs during training
+        del opt['network_t']
+        opt['teachers'] = [{'name': n, 'network': deepcopy(TEACHER), 'pretrain': teacher_ckpt} for n in ('t1', 't2')]
+        agg_ckpt = osp.join(root, 'aggregator.pth')
+        torch.save({'params': build_network(deepcopy(AGGREGATOR)).state_dict()}, agg_ckpt)
+        opt['aggregator'] = {'network': deepcopy(AGGREGATOR), 'pretrain': agg_ckpt, 'param_key': 'params',
+                             'teacher_order': ['t1', 't2']}
     return opt
 
 
-def batch(seed: int) -> dict:
+def batch(seed: int, cached: bool = False) -> dict:
     g = torch.Generator().manual_seed(seed)
-    return {'lq': torch.rand(BATCH, 3, LR_PATCH, LR_PATCH, generator=g),
-            'gt': torch.rand(BATCH, 3, LR_PATCH * SCALE, LR_PATCH * SCALE, generator=g)}
+    hr = (BATCH, 3, LR_PATCH * SCALE, LR_PATCH * SCALE)
+    data = {'lq': torch.rand(BATCH, 3, LR_PATCH, LR_PATCH, generator=g), 'gt': torch.rand(*hr, generator=g)}
+    if cached:
+        data['target'] = torch.rand(*hr, generator=g)
+    return data
 
 
 def median_seconds(step, iters: int, warmup: int) -> float:
@@ -97,7 +116,7 @@ def measure_one(method: str, iters: int, warmup: int) -> dict:
     root = tempfile.mkdtemp()
     teacher_ckpt = osp.join(root, 'teacher.pth')
     torch.save({'params': build_network(deepcopy(TEACHER)).state_dict()}, teacher_ckpt)
-    data = [batch(i) for i in range(4)]
+    data = [batch(i, cached=method.endswith('_cached')) for i in range(4)]
     rss_start = rss_mb()
     result = {'method': method}
     if method == 'student':
@@ -165,7 +184,8 @@ def report(results: list[dict], iters: int) -> str:
         lines.append(f'| {r["method"]} | {s:.3f} | {ratio(student)} | {ratio(inherent)} | '
                      f'{ratio(kd.get("step_s"))} | {r["peak_rss_mb"]:.0f} | {r["rss_increase_mb"]:.0f} |')
     targets = ['', 'Targets (issue 7): logits KD within 1.10x of the inherent cost; MiPKD within 1.6x of logits KD; '
-               'MTKD with the teacher-output cache within 1.30x of the student alone.']
+               'MTKD with the teacher-output cache within 1.30x of the student alone. "RSS increase" is the peak resident memory '
+               'over the process size before the model was built (torch/BasicSR import excluded).']
     return '\n'.join(lines + targets) + '\n'
 
 
