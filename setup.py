@@ -9,6 +9,7 @@ setup(
     long_description=open('README.md', encoding='utf-8').read(),
     long_description_content_type='text/markdown',
     packages=find_packages(include=['kdsr_plugins', 'kdsr_plugins.*']),
+    package_data={'kdsr_plugins.demo': ['assets/*.pth']},  # the demo teachers (trained by the demo, ~1.3 MB)
     python_requires='>=3.10,<3.13',
     # Runtime dependencies. install.sh installs them itself (pinned CPU torch, basicsr without
     # build isolation) and then this package with --no-deps, so pip never resolves a torch here.

@@ -14,6 +14,7 @@ import os
 import os.path as osp
 import sys
 import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
 import kdsr_plugins  # noqa: F401  (top level: registers the plugin in spawned workers too)
 from kdsr_plugins.data_prep.demo import build_demo_dataset
@@ -34,12 +35,47 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument('--retrain-teachers', action='store_true', help='train the demo teachers and ship them')
     parser.add_argument('--overwrite-assets', action='store_true', help='with --retrain-teachers: replace files')
     parser.add_argument('--teacher-iters', type=int, default=config.TEACHER_ITERS)
+    parser.add_argument('--jobs', type=int, default=min(2, os.cpu_count() or 1),
+                        help='runs trained in parallel, one thread each (default: min(2, CPUs))')
     return parser.parse_args(argv)
+
+
+def run_methods(runs: list, ckpts: dict[str, str], args: argparse.Namespace) -> list[dict]:
+    """Train and test every run, ``args.jobs`` at a time (a run starts once the runs it needs are done).
+
+    Returns the table rows in the order of ``runs``.
+    """
+    done: dict[str, dict] = {}
+    pending = list(runs)
+    selected = {run.key for run in runs}
+    for run in runs:
+        missing = [k for k in run.needs if k not in selected]
+        if missing:
+            raise SystemExit(f'Demo method {run.key!r} needs {missing}; add them to --methods.')
+
+    def start(pool: ThreadPoolExecutor, run) -> Future:
+        train_extra, top_extra = run.make_options(ckpts, done)
+        test_extra = run.test_top_extra(ckpts) if run.test_top_extra else None
+        return pool.submit(train_and_test, run.key, run.label, run.model_type, run.student or config.STUDENT,
+                           train_extra, top_extra, args, args.iters, run.test_model_type, test_top_extra=test_extra)
+
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        running: dict[Future, str] = {}
+        while pending or running:
+            for run in [r for r in pending if all(k in done for k in r.needs)]:
+                running[start(pool, run)] = run.key
+                pending.remove(run)
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                done[running.pop(future)] = future.result()
+    return [done[run.key] for run in runs]
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     args.out, args.data = osp.abspath(args.out), osp.abspath(args.data)
+    if args.jobs > 1:  # small CPU convolutions gain little from a 2nd thread; parallel runs use the cores better
+        os.environ.setdefault('OMP_NUM_THREADS', '1')
     known = runs_by_key()
     keys = [k.strip() for k in args.methods.split(',') if k.strip()]
     unknown = [k for k in keys if k not in known]
@@ -52,19 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f'[demo] building the demo dataset in {args.data} ...', flush=True)
     build_demo_dataset(args.data, scales=(config.SCALE,))
     ckpts = ensure_teachers(args)
-    rows, done = [], {}
-    for key in [run.key for run in RUNS if run.key in keys]:
-        run = known[key]
-        missing = [k for k in run.needs if k not in done]
-        if missing:
-            print(f'[demo] skipping {key}: needs {missing}', file=sys.stderr)
-            continue
-        train_extra, top_extra = run.make_options(ckpts, done)
-        test_extra = run.test_top_extra(ckpts) if run.test_top_extra else None
-        row = train_and_test(key, run.label, run.model_type, run.student or config.STUDENT, train_extra, top_extra,
-                             args, args.iters, run.test_model_type, test_top_extra=test_extra)
-        done[key] = row
-        rows.append(row)
+    rows = run_methods([known[k] for k in [run.key for run in RUNS if run.key in keys]], ckpts, args)
     for name, (net_opt, _) in config.TEACHERS.items():
         metrics = evaluate(f'test_demo_teacher_{name}', net_opt, ckpts[name], args)
         rows.append({'label': f'Teacher ({name})', 'params': count_params(net_opt), 'train_s': None, **metrics})

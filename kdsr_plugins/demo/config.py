@@ -27,10 +27,10 @@ TEACHERS = {
     'rcan': (rcan(24, 2, 3), osp.join(ASSETS, 'teacher_rcan_f24g2b3_x4.pth')),
 }
 STUDENT = edsr(16, 4)
-TEACHER_ITERS = 1500
+TEACHER_ITERS = 800
 
 
-def datasets(data_root: str, lr_patch: int = 32, batch: int = 8) -> dict:
+def datasets(data_root: str, lr_patch: int = 24, batch: int = 8) -> dict:
     """Train and validation blocks on the demo LMDBs (absolute paths: BasicSR resolves from the CWD)."""
     root = osp.abspath(data_root)
     return {
