@@ -54,6 +54,10 @@ METHODS = {
     'dukd': ('DUKDModel', {'kd_opt': L1, 'dukd_opt': {'n_gt_sub': [1], 'zoom_out': True}, 'noisy': {'prob': 0.3}}, {}),
     'mipkd': ('MiPKDModel', {'kd_opt': L1, 'mipkd_opt': {'positions_t': [3, 7, 11, 15], 'positions_s': [1, 3, 5, 7]}},
               {}),
+    # cheaper MiPKD settings (options of the same model): 1x1-conv mixers; two positions
+    'mipkd_mlp': ('MiPKDModel', {'kd_opt': L1, 'mipkd_opt': {'positions_t': [3, 7, 11, 15], 'positions_s': [1, 3, 5, 7],
+                                                             'enc_type': 'mlp'}}, {}),
+    'mipkd_k2': ('MiPKDModel', {'kd_opt': L1, 'mipkd_opt': {'positions_t': [7, 15], 'positions_s': [3, 7]}}, {}),
     # output-only methods reading teacher outputs from the cache (KDCachedTargetDataset's batch key 'target')
     'kd_cached': ('KDModel', {'kd_opt': L1, 'use_cached_targets': True}, {}),
     'mtkd_cached': ('MTKDStudentModel', {'use_cached_targets': True, 'pixel_opt': {'type': 'L1Loss', 'loss_weight': 0.1},
