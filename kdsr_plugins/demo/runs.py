@@ -106,10 +106,10 @@ RUNS: list[DemoRun] = [
     DemoRun('rkd', 'RKD (+ logits KD)', 'FeatureKDModel', feature_kd({'type': 'KDRelationLoss', 'loss_weight': 1.0})),
     DemoRun('dukd', 'DUKD', 'DUKDModel', _dukd),
     DemoRun('mipkd', 'MiPKD', 'MiPKDModel', _mipkd),
-    DemoRun('mtkd1', 'MTKD stage 1: aggregator of both teachers (runs the teachers)', 'MTKDAggregatorModel',
+    DemoRun('mtkd1', 'MTKD stage 1 (aggregator of 2 teachers)', 'MTKDAggregatorModel',
             _mtkd_stage1, student=AGGREGATOR, test_model_type='MTKDAggregatorModel',
             test_top_extra=lambda ckpts: {'teachers': teachers_list(ckpts)}),
-    DemoRun('mtkd2', 'MTKD stage 2 (student of the aggregator)', 'MTKDStudentModel', _mtkd_stage2, needs=('mtkd1',)),
+    DemoRun('mtkd2', 'MTKD stage 2 (student)', 'MTKDStudentModel', _mtkd_stage2, needs=('mtkd1',)),
 ]
 
 
