@@ -24,3 +24,12 @@ def workdir(tmp_path, monkeypatch):
     """Run in an empty directory (BasicSR writes experiments/ and results/ under the CWD)."""
     monkeypatch.chdir(tmp_path)
     return tmp_path
+
+
+@pytest.fixture(scope='module')
+def single_thread():
+    """One intra-op thread for a module of tiny-net tests (threading only adds overhead there)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -20,6 +20,7 @@ import sys
 from typing import Any
 
 import kdsr_plugins  # noqa: F401  (top level, spawned workers re-import this module)
+from ddp_train_check import checksums  # noqa: E402  (same folder: the script directory is on sys.path)
 import torch
 import torch.distributed as dist
 from basicsr import train as basicsr_train
@@ -47,13 +48,6 @@ def _hooked_build_model(opt: dict) -> Any:
     model.reduce_loss_dict = recording_reduce
     model.nondist_validation = counting_validation
     return model
-
-
-def checksums(model: Any) -> list[float]:
-    nets = [model.get_bare_model(model.net_g)]
-    if getattr(model, 'net_aux', None) is not None:
-        nets.append(model.get_bare_model(model.net_aux))
-    return [float(sum(p.detach().double().sum() for p in net.parameters())) for net in nets]
 
 
 def main() -> None:

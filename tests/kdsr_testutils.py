@@ -164,3 +164,16 @@ def run_ddp_check(opt: dict, workdir, nproc: int = 2) -> dict:
         result = json.load(f)
     assert result['world_size'] == nproc
     return result
+
+
+def reference_augment(x: torch.Tensor, subset: str) -> torch.Tensor:
+    """DUKD's forward augmentation F written out independently: ops in the order i, h, v, t."""
+    if 'i' in subset:
+        x = 1 - x
+    if 'h' in subset:
+        x = torch.flip(x, [-2])
+    if 'v' in subset:
+        x = torch.flip(x, [-1])
+    if 't' in subset:
+        x = x.permute(0, 1, 3, 2)
+    return x

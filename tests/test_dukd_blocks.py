@@ -10,22 +10,12 @@ from kdsr_plugins.utils.invertible_aug import (OPS, AugPlan, InvertibleAugmentat
                                                consistent_forward, rot180)
 from kdsr_plugins.utils.upcycling import (check_training_pair, imresize_torch, zoom_in_positions, zoom_in_samples,
                                           zoom_out_samples, zoom_out_size)
+from kdsr_testutils import reference_augment
 
 SUBSETS = list(all_subsets())
 OFFICIAL_FAILS = {'ht', 'vt', 'iht', 'ivt'}
 
 
-def _reference_apply(x: torch.Tensor, subset: str) -> torch.Tensor:
-    """Independent single-sample forward F (order i, h, v, t) for cross-checking."""
-    if 'i' in subset:
-        x = 1 - x
-    if 'h' in subset:
-        x = torch.flip(x, [-2])
-    if 'v' in subset:
-        x = torch.flip(x, [-1])
-    if 't' in subset:
-        x = x.permute(0, 1, 3, 2)
-    return x
 
 
 # ---------------------------------------------------------------------------------------------
@@ -43,7 +33,7 @@ def test_exact_inverse_square(subset):
     x = torch.rand(2, 3, 8, 8)
     plan = AugPlan.from_subsets([subset, subset])
     fx = aug.apply(x, plan)
-    assert torch.equal(fx, _reference_apply(x, subset))
+    assert torch.equal(fx, reference_augment(x, subset))
     assert torch.equal(aug.invert(fx, plan), x)
     if subset:
         assert not torch.equal(fx, x)
@@ -68,7 +58,7 @@ def test_exact_inverse_all_subsets_in_one_batch_and_upscaled_output():
     plan = AugPlan.from_subsets(SUBSETS)
     fx = aug.apply(x, plan)
     for k, subset in enumerate(SUBSETS):
-        assert torch.equal(fx[k:k + 1], _reference_apply(x[k:k + 1], subset)), subset
+        assert torch.equal(fx[k:k + 1], reference_augment(x[k:k + 1], subset)), subset
     assert torch.equal(aug.invert(fx, plan), x)
 
     def up2(t):  # equivariant toy "student" (nearest ×2 commutes with flips/transpose/inversion)

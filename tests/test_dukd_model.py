@@ -16,7 +16,7 @@ from kdsr_plugins.models.dukd_model import DUKDModel
 from kdsr_plugins.utils.dukd_options import DUKDOptions
 from kdsr_plugins.utils.invertible_aug import AugPlan, all_subsets
 from kdsr_plugins.utils.teachers import parse_teacher_specs
-from kdsr_testutils import (run_ddp_check, build_model_from_opt, edsr, model_file, random_batch, run_train, save_random_net,
+from kdsr_testutils import (reference_augment, run_ddp_check, build_model_from_opt, edsr, model_file, random_batch, run_train, save_random_net,
                             train_opt)
 
 TESTS_DIR = osp.dirname(osp.abspath(__file__))
@@ -28,24 +28,13 @@ W_PIX, W_KD = 5.0, 0.5
 # Independent reference implementations
 # ---------------------------------------------------------------------------------------------
 
-def ref_apply(x, subset):
-    """F: ops in the order i, h, v, t."""
-    if 'i' in subset:
-        x = 1 - x
-    if 'h' in subset:
-        x = torch.flip(x, [-2])
-    if 'v' in subset:
-        x = torch.flip(x, [-1])
-    if 't' in subset:
-        x = x.permute(0, 1, 3, 2)
-    return x
 
 
 def ref_invert(y, subset, official=False):
     """F⁻¹: exact = reverse order t, v, h, i; official = forward order again."""
     for op in ('ihvt' if official else 'tvhi'):
         if op in subset:
-            y = ref_apply(y, op)
+            y = reference_augment(y, op)
     return y
 
 
@@ -53,7 +42,7 @@ def ref_student(net, x, subsets=None, official=False):
     """Per-sample F⁻¹(net(F(x_k))) (or net(x) when ``subsets`` is None)."""
     if subsets is None:
         return net(x)
-    return torch.cat([ref_invert(net(ref_apply(x[k:k + 1], s)), s, official) for k, s in enumerate(subsets)])
+    return torch.cat([ref_invert(net(reference_augment(x[k:k + 1], s)), s, official) for k, s in enumerate(subsets)])
 
 
 def ref_tiles(gt, positions, patch):

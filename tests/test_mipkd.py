@@ -23,12 +23,7 @@ ROOT = osp.dirname(TESTS_DIR)
 POS = {'positions_t': [1, 3], 'positions_s': [0, 1]}  # teacher EDSR b4 -> student EDSR b2, K = 2
 
 
-@pytest.fixture(autouse=True, scope='module')
-def _single_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures('single_thread')
 
 
 def swinir(embed_dim: int, stages: int, scale: int = 2) -> dict:

@@ -17,13 +17,7 @@ from kdsr_plugins.utils.stage_runners import (EDSRStageRunner, RCANStageRunner, 
 TOL = 1e-6
 
 
-@pytest.fixture(autouse=True, scope='module')
-def _single_thread():
-    # tiny nets: intra-op threading only adds overhead (and thrashes on loaded CI boxes)
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures('single_thread')
 
 
 def _edsr(scale=2, num_feat=8, num_block=4):
