@@ -160,10 +160,12 @@ def run_ddp_check(opt: dict, workdir, nproc: int = 2) -> dict:
     proc = subprocess.run(cmd, cwd=str(workdir), env=dict(os.environ, OMP_NUM_THREADS='1'), capture_output=True,
                           text=True, timeout=300)
     assert proc.returncode == 0, (proc.stdout[-2000:], proc.stderr[-4000:])
-    with open(out) as f:
-        result = json.load(f)
-    assert result['world_size'] == nproc
-    return result
+    ranks = []
+    for rank in range(nproc):
+        with open(f'{out}.rank{rank}') as f:
+            ranks.append(json.load(f))
+    assert all(r['world_size'] == nproc for r in ranks)
+    return {'checksums': [r['checksums'] for r in ranks], 'world_size': nproc, 'log': ranks[0]['log']}
 
 
 def reference_augment(x: torch.Tensor, subset: str) -> torch.Tensor:
