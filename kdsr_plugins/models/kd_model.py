@@ -23,7 +23,7 @@ from basicsr.utils.registry import MODEL_REGISTRY
 from torch import nn
 from torch.nn.parallel import DataParallel, DistributedDataParallel
 
-from kdsr_plugins.utils.arch_info import pad_multiple
+from kdsr_plugins.utils.arch_info import mirror_pad, pad_multiple
 from kdsr_plugins.utils.checkpoints import (CheckpointError, atomic_torch_save, extract_state_dict,
                                             load_checkpoint_file, load_state_dict_into)
 from kdsr_plugins.utils.options import arch_scale, check_option_keys
@@ -337,11 +337,7 @@ class KDModel(SRModel):
         """SRModel.test with SwinIR-style padding to the window size, so any size validates."""
         multiple = pad_multiple(self.opt['network_g'])
         _, _, h, w = self.lq.shape
-        lq = self.lq
-        pad_h, pad_w = (-h) % multiple, (-w) % multiple
-        if pad_h or pad_w:  # mirror-pad as BasicSR's SwinIRModel (works for any size)
-            lq = torch.cat([lq, torch.flip(lq, [2])], 2)[:, :, :h + pad_h, :]
-            lq = torch.cat([lq, torch.flip(lq, [3])], 3)[:, :, :, :w + pad_w]
+        lq = mirror_pad(self.lq, multiple)
         net = self.net_g_ema if hasattr(self, 'net_g_ema') else self.net_g
         was_training = net.training
         net.eval()

@@ -23,7 +23,7 @@ from basicsr.utils.registry import MODEL_REGISTRY
 from torch import nn
 
 from kdsr_plugins.models.kd_model import KDModel
-from kdsr_plugins.utils.arch_info import pad_multiple
+from kdsr_plugins.utils.arch_info import mirror_pad, pad_multiple
 from kdsr_plugins.utils.checkpoints import (CheckpointError, extract_state_dict, load_checkpoint_file,
                                             load_state_dict_into)
 from kdsr_plugins.utils.mtkd_compat import PUBLIC_MTKD_OUTPUT_CONVENTION, convert_public_mtkd_aggregator
@@ -46,17 +46,6 @@ class TeacherOrderError(ValueError):
 
 
 # --------------------------------------------------------------------------------------------- helpers
-def mirror_pad(x: torch.Tensor, multiple: int) -> torch.Tensor:
-    """Mirror-pad ``x`` bottom/right to multiples of ``multiple`` (BasicSR ``SwinIRModel`` style, any size)."""
-    h, w = x.shape[-2:]
-    pad_h, pad_w = (-h) % multiple, (-w) % multiple
-    if pad_h:
-        x = torch.cat([x, torch.flip(x, [2])], 2)[:, :, :h + pad_h, :]
-    if pad_w:
-        x = torch.cat([x, torch.flip(x, [3])], 3)[:, :, :, :w + pad_w]
-    return x
-
-
 @torch.no_grad()
 def teacher_sr(net: nn.Module, x: torch.Tensor, multiple: int, scale: int) -> torch.Tensor:
     """SR output of a frozen network on ``x`` padded to ``multiple`` (SwinIR window), cropped back."""

@@ -22,11 +22,6 @@ class DatasetOptionError(ValueError):
     """A dataset block points at data that cannot work with its options."""
 
 
-def _preview(items: list[str], n: int = 5) -> str:
-    shown = ', '.join(items[:n])
-    return shown + (f' ... (+{len(items) - n} more)' if len(items) > n else '')
-
-
 def check_dataset_opt(dataset_opt: Mapping[str, Any]) -> None:
     """Validate a paired LMDB dataset block (no-op for other types and backends).
 
@@ -45,6 +40,7 @@ def check_dataset_opt(dataset_opt: Mapping[str, Any]) -> None:
     gt, lq = dataset_opt.get('dataroot_gt'), dataset_opt.get('dataroot_lq')
     if not gt or not lq:
         return
+    from kdsr_plugins.data_prep.files import preview
     from kdsr_plugins.data_prep.lmdb_tools import LmdbCheckError, check_lmdb
 
     phase = str(dataset_opt.get('phase', '?'))
@@ -60,8 +56,8 @@ def check_dataset_opt(dataset_opt: Mapping[str, Any]) -> None:
         raise DatasetOptionError(f'{where}: {err}{why}. Check the pair with: {hint}') from err
     if set(gt_shapes) != set(lq_shapes):
         raise DatasetOptionError(f'{where}: GT {gt} and LQ {lq} have different keys (BasicSR pairs them by key); '
-                                 f'only in GT: {_preview(sorted(set(gt_shapes) - set(lq_shapes)))}; only in LQ: '
-                                 f'{_preview(sorted(set(lq_shapes) - set(gt_shapes)))}. Check the pair with: {hint}')
+                                 f'only in GT: {preview(sorted(set(gt_shapes) - set(lq_shapes)))}; only in LQ: '
+                                 f'{preview(sorted(set(lq_shapes) - set(gt_shapes)))}. Check the pair with: {hint}')
     if scale:  # training crops need GT = scale x LQ exactly; validation crops GT down to scale x LQ
         bad = []
         for key, (gh, gw, gc) in gt_shapes.items():
@@ -71,7 +67,7 @@ def check_dataset_opt(dataset_opt: Mapping[str, Any]) -> None:
                 bad.append(f'{key} GT {gh}x{gw}x{gc} LQ {lh}x{lw}x{lc}')
         if bad:
             relation = 'is not' if training else 'is smaller than'
-            raise DatasetOptionError(f'{where}: GT {relation} {scale} x LQ for {len(bad)} key(s): {_preview(bad, 3)} '
+            raise DatasetOptionError(f'{where}: GT {relation} {scale} x LQ for {len(bad)} key(s): {preview(bad, 3)} '
                                      f'(wrong LQ folder or scale?). Check the pair with: {hint}')
     gt_size = dataset_opt.get('gt_size')
     if not training or not gt_size:
@@ -80,7 +76,7 @@ def check_dataset_opt(dataset_opt: Mapping[str, Any]) -> None:
     small = [f'{key} ({h}x{w})' for key, (h, w, _) in gt_shapes.items() if h < gt_size or w < gt_size]
     if small:
         raise DatasetOptionError(f'{where}: {len(small)} of {len(gt_shapes)} GT images in {gt} are smaller than '
-                                 f'gt_size {gt_size}: {_preview(small)}. Lower gt_size or remove those images '
+                                 f'gt_size {gt_size}: {preview(small)}. Lower gt_size or remove those images '
                                  '(BasicSR would stop on them mid-training, whenever one is drawn).')
     if scale and gt_size % int(scale):
         get_root_logger().warning(f'{where}: gt_size {gt_size} is not divisible by scale {scale}; BasicSR crops '
