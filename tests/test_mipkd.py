@@ -208,6 +208,27 @@ def test_zero_weight_terms_are_not_computed(tmp_path):
     assert list(model.compute_losses(1)) == ['l_pix', 'l_kd', 'l_fpm']
     assert all(m.dec_s is None and m.adapter is None for m in model.bank.mixers)
 
+def test_sample_plan_fixed_draws(tmp_path):
+    model = build(tmp_path, feat_opt=l1(0.0), ae_opt=None, **POS)
+    feats = [torch.zeros(2, 16, 4, 4)] * 2
+    for k_star in (1, 2):
+        for route in (TEACHER, STUDENT):
+            plan = model.sample_plan(feats, k_star=k_star, route=route)
+            assert (plan.k_star, plan.route) == (k_star, route)
+            assert [m is not None for m in plan.masks] == [k_star == 1, k_star == 2]  # the fixed k* gets the mask
+    torch.manual_seed(3)
+    drawn = model.sample_plan(feats)
+    torch.manual_seed(3)
+    with_fixed_route = model.sample_plan(feats, route=drawn.route)
+    assert with_fixed_route.k_star == drawn.k_star
+    for kw, match in [(dict(k_star=3), 'k_star must be in 1..2'), (dict(k_star=True), 'k_star'),
+                      (dict(route=2), 'route must be')]:
+        with pytest.raises(ValueError, match=match):
+            model.sample_plan(feats, **kw)
+    chained = build(tmp_path, name='chained', bpm_mode='chained', **POS)
+    with pytest.raises(ValueError, match='only be fixed with bpm_mode single'):
+        chained.sample_plan(feats, k_star=1)
+
 
 # ---------------------------------------------------------------------------- runner consistency
 @pytest.mark.parametrize('pair', ['edsr', 'swinir'])

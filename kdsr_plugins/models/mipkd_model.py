@@ -298,14 +298,32 @@ class MiPKDModel(KDModel):
         ctx.f0 = self.runner_s.to_tokens(h0_s, ctx)
         return ctx
 
-    def sample_plan(self, feats_t: Sequence[Tensor]) -> MiPKDPlan:
-        """Draw this iteration's masks and routes (torch RNG; k*, R on the CPU generator)."""
+    def sample_plan(self, feats_t: Sequence[Tensor], k_star: Optional[int] = None,
+                    route: Optional[int] = None) -> MiPKDPlan:
+        """Draw this iteration's masks and routes (torch RNG; k*, R on the CPU generator).
+
+        Args:
+            feats_t: Teacher maps F_T^k (mask shapes and device).
+            k_star, route: Single mode only: fix k* (1..K) and/or R (0 teacher, 1 student)
+                instead of drawing them (cost accounting per route; tests). A fixed value
+                consumes no random number.
+        """
         bank, o = self.bank, self.mipkd
         n = bank.num_positions
-        k_star = route = routes = None
+        routes = None
+        if (k_star is not None or route is not None) and bank.bpm_mode != 'single':
+            raise ValueError(f'MiPKDModel.sample_plan: k_star/route can only be fixed with bpm_mode single, not '
+                             f'{bank.bpm_mode!r}')
+        if k_star is not None and (isinstance(k_star, bool) or not isinstance(k_star, int) or not 1 <= k_star <= n):
+            raise ValueError(f'MiPKDModel.sample_plan: k_star must be in 1..{n}, got {k_star!r}')
+        if route not in (None, TEACHER, STUDENT):
+            raise ValueError(f'MiPKDModel.sample_plan: route must be {TEACHER} (teacher) or {STUDENT} (student), '
+                             f'got {route!r}')
         if bank.bpm_mode == 'single':
-            k_star = int(torch.randint(1, n + 1, ()).item())
-            route = STUDENT if torch.rand(()).item() < o.path_prob else TEACHER
+            if k_star is None:
+                k_star = int(torch.randint(1, n + 1, ()).item())
+            if route is None:
+                route = STUDENT if torch.rand(()).item() < o.path_prob else TEACHER
         elif bank.bpm_mode == 'chained':
             routes = [STUDENT if torch.rand(()).item() < o.path_prob else TEACHER for _ in range(n)]
 
