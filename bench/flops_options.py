@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import argparse
 import glob
-import json
-import os
 import os.path as osp
 import sys
 import tempfile
@@ -35,7 +33,7 @@ from basicsr.models import build_model
 from kdsr_plugins.utils.stage_runners import feature_channels
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-from speed_memory import routing_draws, step_gflops  # noqa: E402
+from speed_memory import routing_draws, step_gflops, write_results  # noqa: E402
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 DEFAULT_FILES = sorted(glob.glob(osp.join(ROOT, 'options', 'train', 'MiPKD', 'train_MiPKD_*_x4*.yml')))
@@ -125,13 +123,7 @@ def main() -> int:
     if missing:
         parser.error(f'option file(s) not found: {", ".join(missing)}')
     rows = [row for path in args.files for row in count_file(path, args.variants)]
-    text = report(rows)
-    os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
-    with open(args.out, 'w') as f:
-        f.write(text)
-    with open(osp.splitext(args.out)[0] + '.json', 'w') as f:
-        json.dump(rows, f, indent=1)
-    print(text)
+    write_results(args.out, report(rows), rows)
     return 0
 
 

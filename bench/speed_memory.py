@@ -1,9 +1,16 @@
-"""Speed and memory of one training iteration per method, on CPU, at one fixed configuration.
+"""Speed, memory and arithmetic of one training iteration per method, on CPU, at one fixed configuration.
 
 Configuration: EDSR 64c16b teacher -> EDSR 32c8b student, x4, batch 16, LR patch 48 (random
 weights, synthetic batches: LMDB data time is negligible, platform spec §9). Each method runs in
 its own process; the process also measures, in the same run, the student trained alone and one
 no-grad teacher forward, so "inherent KD cost" = student step + teacher forward.
+
+Seconds per iteration are the mean over the timed iterations (the median is reported too). A
+method whose cost depends on its random draws (MiPKD's block prior mixer: position k* and route R)
+cycles through every draw equally often and weights each by its probability, so its mean is the
+expected cost per training iteration rather than the cost of whichever draws happened to come up.
+GFLOPs per iteration (forward + backward, counted by ``torch.utils.flop_counter``, expectation
+over the draws) give the machine-independent ratio next to the wall-clock one.
 
 Usage:
     python bench/speed_memory.py [--iters 8] [--warmup 2] [--methods kd,fitnet,...] [--out bench/results/speed_memory.md]
@@ -20,11 +27,15 @@ import sys
 import tempfile
 import time
 from copy import deepcopy
+from functools import partial
 
 import kdsr_plugins  # noqa: F401  (top level: registers the plugin)
 import torch
 from basicsr.archs import build_network
 from basicsr.models import build_model
+from torch.utils.flop_counter import FlopCounterMode
+
+from kdsr_plugins.archs.mipkd_mixer_arch import STUDENT as STUDENT_ROUTE, TEACHER as TEACHER_ROUTE
 
 SCALE, BATCH, LR_PATCH = 4, 16, 48
 MEAN = [0.4488, 0.4371, 0.4040]
@@ -58,6 +69,9 @@ METHODS = {
     'mipkd_mlp': ('MiPKDModel', {'kd_opt': L1, 'mipkd_opt': {'positions_t': [3, 7, 11, 15], 'positions_s': [1, 3, 5, 7],
                                                              'enc_type': 'mlp'}}, {}),
     'mipkd_k2': ('MiPKDModel', {'kd_opt': L1, 'mipkd_opt': {'positions_t': [7, 15], 'positions_s': [3, 7]}}, {}),
+    # the block prior mixer's share of the default cost: feature and auto-encoder terms off
+    'mipkd_bpm_only': ('MiPKDModel', {'kd_opt': L1, 'feat_opt': None, 'ae_opt': None,
+                                      'mipkd_opt': {'positions_t': [3, 7, 11, 15], 'positions_s': [1, 3, 5, 7]}}, {}),
     # output-only methods reading teacher outputs from the cache (KDCachedTargetDataset's batch key 'target')
     'kd_cached': ('KDModel', {'kd_opt': L1, 'use_cached_targets': True}, {}),
     'mtkd_cached': ('MTKDStudentModel', {'use_cached_targets': True, 'pixel_opt': {'type': 'L1Loss', 'loss_weight': 0.1},
@@ -99,15 +113,61 @@ def batch(seed: int, cached: bool = False) -> dict:
     return data
 
 
-def median_seconds(step, iters: int, warmup: int) -> float:
-    times = []
-    for i in range(warmup + iters):
+Draw = tuple[dict, float]
+"""Keyword arguments that fix a model's random draws for one iteration, and their probability."""
+
+
+def routing_draws(model) -> list[Draw]:
+    """Every fixed draw of a stochastic-cost model with its probability.
+
+    MiPKD with ``bpm_mode: single`` runs the block prior mixer from position k* (uniform over 1..K)
+    through the teacher (R = 0) or the student (R = 1, probability ``path_prob``); the work differs
+    per draw. Other models: one draw, no arguments.
+    """
+    bank = getattr(model, 'bank', None)
+    if bank is None or bank.bpm_mode != 'single':
+        return [({}, 1.0)]
+    p_student, k = model.mipkd.path_prob, bank.num_positions
+    draws = [({'k_star': ks, 'route': route}, (p_student if route == STUDENT_ROUTE else 1 - p_student) / k)
+             for ks in range(1, k + 1) for route in (TEACHER_ROUTE, STUDENT_ROUTE)]
+    return [d for d in draws if d[1] > 0]
+
+
+def fix_draw(model, draw: dict) -> None:
+    """Make the model's next iterations use ``draw`` (no-op for models without draws)."""
+    if draw:
+        model.sample_plan = partial(type(model).sample_plan, model, **draw)
+
+
+def timed_steps(step, draws: list[Draw], iters: int, warmup: int) -> dict:
+    """Times ``step(i)``; iteration i uses draw ``i % len(draws)``.
+
+    The number of timed iterations is ``iters`` rounded up to a multiple of ``len(draws)``, so
+    every draw is timed equally often; ``mean_s`` weights each by its probability.
+    """
+    n = -(-iters // len(draws)) * len(draws)
+    times, weights = [], []
+    for i in range(warmup + n):
         start = time.perf_counter()
-        step(i)
+        step(i, draws[i % len(draws)][0])
         if i >= warmup:
             times.append(time.perf_counter() - start)
-    times.sort()
-    return times[len(times) // 2]
+            weights.append(draws[i % len(draws)][1])
+    ordered = sorted(times)
+    return {'mean_s': sum(t * w for t, w in zip(times, weights)) / sum(weights),
+            'median_s': ordered[len(ordered) // 2], 'timed_iters': n}
+
+
+def step_gflops(model, data: dict, draws: list[Draw]) -> float:
+    """Expected GFLOPs of one ``optimize_parameters`` call (forward + backward) over the draws."""
+    total = 0.0
+    for draw, weight in draws:
+        fix_draw(model, draw)
+        model.feed_data(data)
+        with FlopCounterMode(display=False) as counter:
+            model.optimize_parameters(1)
+        total += weight * counter.get_total_flops() / 1e9
+    return total
 
 
 def rss_mb() -> float:
@@ -128,25 +188,30 @@ def measure_one(method: str, iters: int, warmup: int) -> dict:
     else:
         model = build_model(model_options(method, teacher_ckpt, root))
 
-    def step(i: int) -> None:
+    def step(i: int, draw: dict) -> None:
+        fix_draw(model, draw)
         model.feed_data(data[i % len(data)])
         model.optimize_parameters(i + 1)
-    result['step_s'] = median_seconds(step, iters, warmup)
+    draws = routing_draws(model)
+    timing = timed_steps(step, draws, iters, warmup)
+    result.update(step_s=timing['mean_s'], median_s=timing['median_s'], timed_iters=timing['timed_iters'],
+                  draws=len(draws))
     result['peak_rss_mb'] = rss_mb()
     result['rss_increase_mb'] = result['peak_rss_mb'] - rss_start
+    result['gflops'] = step_gflops(model, data[0], draws)
     if method == 'kd':  # inherent cost, measured in the same process
         alone = build_model(model_options('kd', teacher_ckpt, root) | {'model_type': 'SRModel'})
 
-        def alone_step(i: int) -> None:
+        def alone_step(i: int, draw: dict) -> None:
             alone.feed_data(data[i % len(data)])
             alone.optimize_parameters(i + 1)
         teacher = model.net_t
 
-        def teacher_fwd(i: int) -> None:
+        def teacher_fwd(i: int, draw: dict) -> None:
             with torch.no_grad():
                 teacher(data[i % len(data)]['lq'])
-        result['student_alone_s'] = median_seconds(alone_step, iters, warmup)
-        result['teacher_forward_s'] = median_seconds(teacher_fwd, iters, warmup)
+        result['student_alone_s'] = timed_steps(alone_step, [({}, 1.0)], iters, warmup)['mean_s']
+        result['teacher_forward_s'] = timed_steps(teacher_fwd, [({}, 1.0)], iters, warmup)['mean_s']
     return result
 
 
@@ -167,30 +232,55 @@ def run_all(methods: list[str], iters: int, warmup: int) -> list[dict]:
     return results
 
 
+#: (label, method, reference, limit): the ratio targets of issue 7.
+TARGETS = [('logits KD / inherent KD cost', 'kd', 'inherent', 1.10),
+           ('MTKD from the cache / student alone', 'mtkd_cached', 'student', 1.30),
+           ('MiPKD / logits KD', 'mipkd', 'kd', 1.6)]
+
+
 def report(results: list[dict], iters: int) -> str:
-    by = {r['method']: r for r in results}
+    by = {r['method']: r for r in results if 'error' not in r}
     kd = by.get('kd', {})
     inherent = kd.get('student_alone_s', 0) + kd.get('teacher_forward_s', 0)
-    lines = [f'# Training-iteration speed and memory (CPU, {torch.get_num_threads()} threads)', '',
+    refs = {'inherent': inherent, 'student': by.get('student', {}).get('step_s'), 'kd': kd.get('step_s')}
+    kd_gflops = kd.get('gflops')
+    lines = [f'# Training-iteration speed, arithmetic and memory (CPU, {torch.get_num_threads()} threads)', '',
              f'EDSR 64c16b teacher -> EDSR 32c8b student, x{SCALE}, batch {BATCH}, LR patch {LR_PATCH}; '
-             f'median of {iters} iterations after warm-up; synthetic batches.', '',
-             f'Inherent KD cost (student step {kd.get("student_alone_s", float("nan")):.3f} s + no-grad teacher '
+             f'mean (and median) of at least {iters} iterations after warm-up; synthetic batches. MiPKD times every '
+             'block-mixer draw (k*, R) equally often and weights it by its probability, so its mean is the expected '
+             'cost of a training iteration. GFLOPs: forward + backward of one iteration (expectation over the draws).',
+             '', f'Inherent KD cost (student step {kd.get("student_alone_s", float("nan")):.3f} s + no-grad teacher '
              f'forward {kd.get("teacher_forward_s", float("nan")):.3f} s, same process as `kd`): {inherent:.3f} s', '',
-             '| Method | s / iter | x student alone | x inherent KD | x logits KD | peak RSS (MB) | RSS increase (MB) |',
-             '|---|---:|---:|---:|---:|---:|---:|']
-    student = by.get('student', {}).get('step_s')
+             '| Method | s / iter | median | x student alone | x inherent KD | x logits KD | GFLOPs / iter | '
+             'GFLOPs x logits KD | peak RSS (MB) | RSS increase (MB) |',
+             '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|']
     for r in results:
         if 'error' in r:
-            lines.append(f'| {r["method"]} | failed: {r["error"]} | | | | | |')
+            lines.append(f'| {r["method"]} | failed: {r["error"]} | | | | | | | | |')
             continue
         s = r['step_s']
-        ratio = lambda ref: f'{s / ref:.2f}' if ref else '-'
-        lines.append(f'| {r["method"]} | {s:.3f} | {ratio(student)} | {ratio(inherent)} | '
-                     f'{ratio(kd.get("step_s"))} | {r["peak_rss_mb"]:.0f} | {r["rss_increase_mb"]:.0f} |')
-    targets = ['', 'Targets (issue 7): logits KD within 1.10x of the inherent cost; MiPKD within 1.6x of logits KD; '
-               'MTKD with the teacher-output cache within 1.30x of the student alone. "RSS increase" is the peak resident memory '
-               'over the process size before the model was built (torch/BasicSR import excluded).']
-    return '\n'.join(lines + targets) + '\n'
+        ratio = lambda num, ref: f'{num / ref:.2f}' if ref else '-'  # noqa: E731
+        lines.append(f'| {r["method"]} | {s:.3f} | {r["median_s"]:.3f} | {ratio(s, refs["student"])} | '
+                     f'{ratio(s, inherent)} | {ratio(s, refs["kd"])} | {r["gflops"]:.1f} | '
+                     f'{ratio(r["gflops"], kd_gflops)} | {r["peak_rss_mb"]:.0f} | {r["rss_increase_mb"]:.0f} |')
+    lines += ['', '| Target (issue 7) | limit | measured | |', '|---|---:|---:|---|']
+    for label, method, ref, limit in TARGETS:
+        if method in by and refs[ref]:
+            value = by[method]['step_s'] / refs[ref]
+            lines.append(f'| {label} | {limit:.2f} | {value:.2f} | {"met" if value <= limit else "NOT met"} |')
+    lines += ['', '"RSS increase" is the peak resident memory over the process size before the model was built '
+              '(torch/BasicSR import excluded).']
+    return '\n'.join(lines) + '\n'
+
+
+def write_results(out_md: str, text: str, data: object) -> None:
+    """Writes the markdown report, the same figures as ``<out>.json`` next to it, and prints the report."""
+    os.makedirs(osp.dirname(osp.abspath(out_md)), exist_ok=True)
+    with open(out_md, 'w') as f:
+        f.write(text)
+    with open(osp.splitext(out_md)[0] + '.json', 'w') as f:
+        json.dump(data, f, indent=1)
+    print(text)
 
 
 def main() -> int:
@@ -207,13 +297,7 @@ def main() -> int:
             json.dump(measure_one(args.one, args.iters, args.warmup), f)
         return 0
     results = run_all([m for m in args.methods.split(',') if m], args.iters, args.warmup)
-    text = report(results, args.iters)
-    os.makedirs(osp.dirname(args.out), exist_ok=True)
-    with open(args.out, 'w') as f:
-        f.write(text)
-    with open(osp.splitext(args.out)[0] + '.json', 'w') as f:
-        json.dump(results, f, indent=1)
-    print(text)
+    write_results(args.out, report(results, args.iters), results)
     return 0
 
 
