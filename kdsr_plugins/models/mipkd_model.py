@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from kdsr_plugins.archs.mipkd_mixer_arch import (ENC_TYPES, ENCODERS, MASK_TYPES, STUDENT, STUDENT_ADAPTERS,
                                                  TEACHER, MiPKDMixerBank, MiPKDPlan, random_mask)
 from kdsr_plugins.models.kd_model import KDModel
-from kdsr_plugins.utils.options import check_option_keys
+from kdsr_plugins.utils.options import check_option_keys, option_bool, option_choice
 from kdsr_plugins.utils.stage_runners import (StageContext, StageRunner, build_stage_runner, feature_channels,
                                               num_units, unit_module_path)
 from kdsr_plugins.utils.taps import FeatureTaps
@@ -43,6 +43,7 @@ MIPKD_OPT_KEYS = ('positions_t', 'positions_s', 'latent_dim', 'enc_type', 'enc_l
                   'mask_prob', 'use_ae_loss', 'ae_student', 'bpm_mode', 'path_prob', 'student_adapter',
                   'block_target')
 """Valid keys of ``train.mipkd_opt``."""
+_WHERE = 'train.mipkd_opt'  # option-name prefix in error messages
 
 #: Loss blocks of the method and their defaults (used when the key is absent; ``~`` disables).
 DEFAULT_LOSSES = {
@@ -50,18 +51,6 @@ DEFAULT_LOSSES = {
     'ae_opt': {'type': 'L1Loss', 'loss_weight': 1.0, 'reduction': 'mean'},
     'block_opt': {'type': 'L1Loss', 'loss_weight': 0.1, 'reduction': 'mean'},
 }
-
-
-def _choice(key: str, value: Any, valid: Sequence[str]) -> str:
-    if not isinstance(value, str) or value not in valid:
-        raise ValueError(f'train.mipkd_opt.{key}: invalid value {value!r}; valid: {list(valid)}')
-    return value
-
-
-def _bool(key: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise ValueError(f'train.mipkd_opt.{key}: expected true/false, got {value!r}')
-    return value
 
 
 def _prob(key: str, value: Any) -> float:
@@ -122,18 +111,18 @@ class MiPKDOptions:
             positions_t=_positions_spec('positions_t', b.get('positions_t')),
             positions_s=_positions_spec('positions_s', b.get('positions_s')),
             latent_dim=_optional_positive_int('latent_dim', b.get('latent_dim')),
-            enc_type=_choice('enc_type', b.get('enc_type', d.enc_type), ENC_TYPES),
+            enc_type=option_choice(f'{_WHERE}.enc_type', b.get('enc_type', d.enc_type), ENC_TYPES),
             enc_layers=enc_layers,
-            encoder=_choice('encoder', b.get('encoder', d.encoder), ENCODERS),
-            mask_type=_choice('mask_type', b.get('mask_type', d.mask_type), MASK_TYPES),
+            encoder=option_choice(f'{_WHERE}.encoder', b.get('encoder', d.encoder), ENCODERS),
+            mask_type=option_choice(f'{_WHERE}.mask_type', b.get('mask_type', d.mask_type), MASK_TYPES),
             mask_prob=_prob('mask_prob', b.get('mask_prob', d.mask_prob)),
-            use_ae_loss=_bool('use_ae_loss', b.get('use_ae_loss', d.use_ae_loss)),
-            ae_student=_bool('ae_student', b.get('ae_student', d.ae_student)),
-            bpm_mode=_choice('bpm_mode', b.get('bpm_mode', d.bpm_mode), BPM_MODES),
+            use_ae_loss=option_bool(f'{_WHERE}.use_ae_loss', b.get('use_ae_loss', d.use_ae_loss)),
+            ae_student=option_bool(f'{_WHERE}.ae_student', b.get('ae_student', d.ae_student)),
+            bpm_mode=option_choice(f'{_WHERE}.bpm_mode', b.get('bpm_mode', d.bpm_mode), BPM_MODES),
             path_prob=_prob('path_prob', b.get('path_prob', d.path_prob)),
-            student_adapter=_choice('student_adapter', b.get('student_adapter', d.student_adapter),
+            student_adapter=option_choice(f'{_WHERE}.student_adapter', b.get('student_adapter', d.student_adapter),
                                     STUDENT_ADAPTERS),
-            block_target=_choice('block_target', b.get('block_target', d.block_target), BLOCK_TARGETS),
+            block_target=option_choice(f'{_WHERE}.block_target', b.get('block_target', d.block_target), BLOCK_TARGETS),
         )
 
 

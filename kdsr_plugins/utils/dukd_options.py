@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Mapping
 
 from kdsr_plugins.utils.invertible_aug import INVERSE_MODES as LC_INVERSES, InvertibleAugmentation
+from kdsr_plugins.utils.options import option_bool, option_choice
 from kdsr_plugins.utils.upcycling import ZOOM_IN_CROPS, ZOOM_OUT_RESIZES
 
 UPDATE_MODES: tuple[str, ...] = ('single_step', 'official_two_step')
@@ -36,22 +37,6 @@ DEFAULT_NOISY_PROB: float = 0.3
 DUKD_OPT_KEYS: tuple[str, ...] = ('n_gt_sub', 'zoom_out', 'update_mode', 'lc_inverse', 'lc_on', 'zoom_in_crop',
                                   'zoom_out_resize')
 """Valid keys of ``train.dukd_opt``."""
-
-
-def _choice(key: str, value: Any, valid: tuple[str, ...], aliases: Mapping[str, str] | None = None) -> str:
-    aliases = aliases or {}
-    if isinstance(value, str) and value in aliases:
-        return aliases[value]
-    if not isinstance(value, str) or value not in valid:
-        extra = f' (aliases: {sorted(aliases)})' if aliases else ''
-        raise ValueError(f'dukd_opt.{key}: invalid value {value!r}; valid: {list(valid)}{extra}')
-    return value
-
-
-def _bool(key: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise ValueError(f'{key}: expected true/false, got {value!r}')
-    return value
 
 
 def _n_gt_sub(value: Any) -> int:
@@ -137,17 +122,19 @@ class DUKDOptions:
         if 'n_gt_sub' in d:
             kwargs['n_gt_sub'] = _n_gt_sub(d['n_gt_sub'])
         if 'zoom_out' in d:
-            kwargs['zoom_out'] = _bool('dukd_opt.zoom_out', d['zoom_out'])
+            kwargs['zoom_out'] = option_bool('dukd_opt.zoom_out', d['zoom_out'])
         if 'update_mode' in d:
-            kwargs['update_mode'] = _choice('update_mode', d['update_mode'], UPDATE_MODES, UPDATE_MODE_ALIASES)
+            kwargs['update_mode'] = option_choice('dukd_opt.update_mode', d['update_mode'], UPDATE_MODES,
+                                                  UPDATE_MODE_ALIASES)
         if 'lc_inverse' in d:
-            kwargs['lc_inverse'] = _choice('lc_inverse', d['lc_inverse'], LC_INVERSES)
+            kwargs['lc_inverse'] = option_choice('dukd_opt.lc_inverse', d['lc_inverse'], LC_INVERSES)
         if 'lc_on' in d:
             kwargs['lc_on'] = _lc_on(d['lc_on'])
         if 'zoom_in_crop' in d:
-            kwargs['zoom_in_crop'] = _choice('zoom_in_crop', d['zoom_in_crop'], ZOOM_IN_CROPS)
+            kwargs['zoom_in_crop'] = option_choice('dukd_opt.zoom_in_crop', d['zoom_in_crop'], ZOOM_IN_CROPS)
         if 'zoom_out_resize' in d:
-            kwargs['zoom_out_resize'] = _choice('zoom_out_resize', d['zoom_out_resize'], ZOOM_OUT_RESIZES)
+            kwargs['zoom_out_resize'] = option_choice('dukd_opt.zoom_out_resize', d['zoom_out_resize'],
+                                                      ZOOM_OUT_RESIZES)
         kwargs['noisy_prob'] = cls.parse_noisy(noisy)
         return cls(**kwargs)
 
