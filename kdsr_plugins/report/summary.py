@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 import re
 import statistics
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from kdsr_plugins.report.logs import Curves, Metrics, TestResult, TrainLog
@@ -165,15 +166,14 @@ def paired_delta(group: Group, base: Group, dataset: str, metric: str) -> tuple[
     return math.nan, None, 0, False
 
 
+def _first_seen(groups: list[Group], datasets_of: Callable[[Run], Iterable[str]]) -> list[str]:
+    """Dataset names ``datasets_of(run)`` over all runs, without repeats, in order of first appearance."""
+    return list(dict.fromkeys(d for group in groups for run in group.runs.values() for d in datasets_of(run)))
+
+
 def test_datasets(groups: list[Group]) -> list[str]:
     """Test dataset names in order of first appearance."""
-    names: list[str] = []
-    for group in groups:
-        for run in group.runs.values():
-            for dataset in (run.test.metrics if run.test else {}):
-                if dataset not in names:
-                    names.append(dataset)
-    return names
+    return _first_seen(groups, lambda run: run.test.metrics if run.test else {})
 
 
 def metric_names(groups: list[Group], dataset: str) -> list[str]:
@@ -257,13 +257,7 @@ def mean_curve(group: Group, dataset: str, metric: str) -> tuple[list[int], list
 
 def curve_datasets(groups: list[Group]) -> list[str]:
     """Validation dataset names found in training logs, in order of first appearance."""
-    names: list[str] = []
-    for group in groups:
-        for run in group.runs.values():
-            for dataset in (run.train.curves if run.train else {}):
-                if dataset not in names:
-                    names.append(dataset)
-    return names
+    return _first_seen(groups, lambda run: run.train.curves if run.train else {})
 
 
 def to_json(groups: list[Group]) -> dict:
