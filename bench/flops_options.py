@@ -30,7 +30,7 @@ import yaml
 from basicsr.archs import build_network
 from basicsr.models import build_model
 
-from kdsr_plugins.utils.stage_runners import feature_channels
+from kdsr_plugins.core.stage_runners import feature_channels
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 from speed_memory import routing_draws, step_gflops, write_results  # noqa: E402

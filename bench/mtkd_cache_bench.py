@@ -37,11 +37,11 @@ from basicsr.metrics import calculate_psnr
 from basicsr.models import build_model
 from basicsr.utils import tensor2img
 
-from kdsr_plugins.data.kd_cached_target_dataset import decode_target, read_cache_meta
+from kdsr_plugins.core.kd_cached_target_dataset import decode_target, read_cache_meta
 from kdsr_plugins.data_prep.demo import build_demo_dataset
-from kdsr_plugins.models.mtkd_model import mirror_pad
+from kdsr_plugins.core.arch_info import mirror_pad
 from kdsr_plugins.tools.cache_teacher_outputs import cache_teacher_outputs
-from kdsr_plugins.utils.arch_info import pad_multiple
+from kdsr_plugins.core.arch_info import pad_multiple
 
 SCALE = 4
 RGB_MEAN = [0.4488, 0.4371, 0.4040]

@@ -14,8 +14,8 @@ import kdsr_plugins  # noqa: F401  (top level, as every entry module)
 import torch
 from basicsr.archs import build_network
 
-from kdsr_plugins.utils.checkpoints import load_checkpoint_file
-from kdsr_plugins.utils.rcan_convert import convert_rcan_state_dict
+from kdsr_plugins.core.checkpoints import load_checkpoint_file
+from kdsr_plugins.core.rcan_convert import convert_rcan_state_dict
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -29,7 +29,7 @@ import torch
 from basicsr import train as basicsr_train
 
 from kdsr_plugins.train import main as train_main
-from kdsr_plugins.utils import checkpoints
+from kdsr_plugins.core import checkpoints
 
 PAUSE_SECONDS = 300
 
@@ -45,7 +45,7 @@ def pause_here(where: str) -> None:
 
 
 class _PausingOs:
-    """Stands in for ``os`` inside ``kdsr_plugins.utils.checkpoints``: pauses before one ``os.replace``."""
+    """Stands in for ``os`` inside ``kdsr_plugins.core.checkpoints``: pauses before one ``os.replace``."""
 
     def __init__(self, target: str) -> None:
         self.target = target

@@ -20,9 +20,9 @@ from basicsr.data import build_dataset
 from basicsr.losses import build_loss
 from basicsr.models import build_model
 
-from kdsr_plugins.models.kd_model import KDModel
-from kdsr_plugins.utils.checkpoints import CheckpointError
-from kdsr_plugins.utils.dataset_checks import DatasetOptionError
+from kdsr_plugins.core.kd_model import KDModel
+from kdsr_plugins.core.checkpoints import CheckpointError
+from kdsr_plugins.core.dataset_checks import DatasetOptionError
 from kdsr_testutils import (build_model_from_opt, edsr, experiment_dir, list_states, model_file, run_train,
                             save_random_net, train_opt, write_yaml)
 

@@ -12,10 +12,10 @@ from basicsr.archs import build_network
 from basicsr.utils.matlab_functions import imresize
 from basicsr.utils.registry import MODEL_REGISTRY
 
-from kdsr_plugins.models.dukd_model import DUKDModel
-from kdsr_plugins.utils.dukd_options import DUKDOptions
-from kdsr_plugins.utils.invertible_aug import AugPlan, all_subsets
-from kdsr_plugins.utils.teachers import parse_teacher_specs
+from kdsr_plugins.methods.dukd.dukd_model import DUKDModel
+from kdsr_plugins.methods.dukd.options import DUKDOptions
+from kdsr_plugins.methods.dukd.invertible_aug import AugPlan, all_subsets
+from kdsr_plugins.core.teachers import parse_teacher_specs
 from kdsr_testutils import (reference_augment, run_ddp_check, build_model_from_opt, edsr, model_file, random_batch, run_train, save_random_net,
                             train_opt)
 

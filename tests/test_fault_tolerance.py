@@ -31,7 +31,7 @@ import torch
 from basicsr.archs import build_network
 
 from kdsr_plugins.compat import find_latest_state
-from kdsr_plugins.utils.checkpoints import load_training_state_file
+from kdsr_plugins.core.checkpoints import load_training_state_file
 from kdsr_testutils import edsr, experiment_dir, model_file, run_train, save_random_net, train_opt, write_yaml
 
 TESTS_DIR = osp.dirname(osp.abspath(__file__))

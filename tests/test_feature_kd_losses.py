@@ -14,10 +14,10 @@ import torch
 from basicsr.archs import build_network
 from basicsr.losses import build_loss
 from basicsr.utils.registry import ARCH_REGISTRY, LOSS_REGISTRY
-from kdsr_plugins.archs.kd_adapter_arch import KDAdapterBank, KDConvAdapter
-from kdsr_plugins.losses import feature_kd_loss as fkd
-from kdsr_plugins.losses.feature_kd_loss import KDAffinityLoss, KDAttentionLoss, KDFitNetLoss, KDRelationLoss
-from kdsr_plugins.utils.legacy_options import legacy_feature_loss_opt
+from kdsr_plugins.core.kd_adapter_arch import KDAdapterBank, KDConvAdapter
+from kdsr_plugins.methods.feature_kd import feature_kd_loss as fkd
+from kdsr_plugins.methods.feature_kd.feature_kd_loss import KDAffinityLoss, KDAttentionLoss, KDFitNetLoss, KDRelationLoss
+from kdsr_plugins.methods.feature_kd.legacy_options import legacy_feature_loss_opt
 
 LOSS_NAMES = ['KDFitNetLoss', 'KDAttentionLoss', 'KDAffinityLoss', 'KDRelationLoss']
 

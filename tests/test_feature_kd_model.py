@@ -15,9 +15,9 @@ from basicsr.archs import build_network
 from basicsr.losses import build_loss
 from basicsr.utils.registry import MODEL_REGISTRY
 
-from kdsr_plugins.models.feature_kd_model import FeatureKDModel, parse_feature_kd_options
-from kdsr_plugins.utils.checkpoints import CheckpointError
-from kdsr_plugins.utils.taps import TapError
+from kdsr_plugins.methods.feature_kd.feature_kd_model import FeatureKDModel, parse_feature_kd_options
+from kdsr_plugins.core.checkpoints import CheckpointError
+from kdsr_plugins.core.taps import TapError
 from kdsr_testutils import (run_ddp_check, build_model_from_opt, edsr, experiment_dir, model_file, random_batch, run_train,
                             save_random_net, train_opt, write_yaml)
 

@@ -8,8 +8,8 @@ from basicsr.archs import build_network
 from basicsr.utils.registry import MODEL_REGISTRY
 
 import kdsr_plugins
-from kdsr_plugins.utils.checkpoints import CheckpointError
-from kdsr_plugins.utils.taps import FeatureTaps, TapError
+from kdsr_plugins.core.checkpoints import CheckpointError
+from kdsr_plugins.core.taps import FeatureTaps, TapError
 from kdsr_testutils import build_model_from_opt, edsr, random_batch, save_random_net, train_opt
 
 
@@ -113,7 +113,7 @@ def test_list_form_teachers_keep_order_and_param_keys(tmp_path):
 
 def test_checkpoint_layouts_load(tmp_path):
     """BasicSR zoo (params / params_ema), raw state dicts, DDP 'module.' prefixes, SwinIR releases."""
-    from kdsr_plugins.utils.checkpoints import extract_state_dict, load_checkpoint_file
+    from kdsr_plugins.core.checkpoints import extract_state_dict, load_checkpoint_file
 
     net = build_network(edsr(8, 1))
     sd = net.state_dict()

@@ -13,8 +13,8 @@ import yaml
 from basicsr.utils.registry import ARCH_REGISTRY, MODEL_REGISTRY
 from torch import nn
 
-from kdsr_plugins.archs.mipkd_mixer_arch import STUDENT, TEACHER, MiPKDMixer, MiPKDPlan, random_mask
-from kdsr_plugins.models.mipkd_model import MIPKD_OPT_KEYS, MiPKDModel, MiPKDOptions, MiPKDPath, default_positions
+from kdsr_plugins.methods.mipkd.mipkd_mixer_arch import STUDENT, TEACHER, MiPKDMixer, MiPKDPlan, random_mask
+from kdsr_plugins.methods.mipkd.mipkd_model import MIPKD_OPT_KEYS, MiPKDModel, MiPKDOptions, MiPKDPath, default_positions
 from kdsr_testutils import (run_ddp_check, build_model_from_opt, edsr, experiment_dir, model_file, random_batch, run_train,
                             save_random_net, train_opt)
 

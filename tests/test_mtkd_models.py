@@ -16,12 +16,13 @@ from basicsr.archs import build_network
 from basicsr.data import build_dataset
 from basicsr.utils import imfrombytes
 
-from kdsr_plugins.data.kd_cached_target_dataset import (CACHE_META_FILE, KDCachedTargetDataset, decode_target,
+from kdsr_plugins.core.kd_cached_target_dataset import (CACHE_META_FILE, KDCachedTargetDataset, decode_target,
                                                         encode_target, read_cache_meta)
-from kdsr_plugins.losses.mtkd_loss import KDWaveletLoss
-from kdsr_plugins.models.mtkd_model import TeacherOrderError, mirror_pad
+from kdsr_plugins.methods.mtkd.mtkd_loss import KDWaveletLoss
+from kdsr_plugins.core.arch_info import mirror_pad
+from kdsr_plugins.methods.mtkd.aggregator import TeacherOrderError
 from kdsr_plugins.tools import cache_teacher_outputs as cache_cli
-from kdsr_plugins.utils.checkpoints import CheckpointError
+from kdsr_plugins.core.checkpoints import CheckpointError
 from kdsr_testutils import (build_model_from_opt, edsr, model_file, run_ddp_check, run_train, save_random_net,
                             train_opt, write_yaml)
 
@@ -402,7 +403,7 @@ def test_cache_cli_round_trip_and_training_from_cache(stage1, workdir, demo_data
     meta = read_cache_meta(str(cache / 'aggregator.lmdb'))
     assert meta['kind'] == 'aggregator' and meta['teacher_order'] == ['edsr', 'swinir']
     assert meta['aggregator']['pretrain'] == stage1['ckpt'] and meta['aggregator']['param_key'] == 'params_ema'
-    from kdsr_plugins.models.mtkd_model import MTKDStudentModel
+    from kdsr_plugins.methods.mtkd.mtkd_model import MTKDStudentModel
     monkeypatch.setattr(MTKDStudentModel, 'aggregate', no_teachers)
     s2.pop('val')  # student validation is covered by test_stage2_run_loads_stage1_checkpoint
     assert 'l_kd:' in logged_run(s2, workdir)
@@ -450,9 +451,9 @@ def test_shipped_mtkd_options_are_consistent():
     import yaml
     from basicsr.utils.registry import ARCH_REGISTRY, DATASET_REGISTRY, MODEL_REGISTRY
 
-    from kdsr_plugins.models.mtkd_model import AGGREGATOR_KEYS
-    from kdsr_plugins.utils.options import check_option_keys
-    from kdsr_plugins.utils.teachers import parse_teacher_specs
+    from kdsr_plugins.methods.mtkd.aggregator import AGGREGATOR_KEYS
+    from kdsr_plugins.core.options import check_option_keys
+    from kdsr_plugins.core.teachers import parse_teacher_specs
 
     root = osp.dirname(TESTS_DIR)
     train = sorted(glob.glob(osp.join(root, 'options', 'train', 'MTKD', '*.yml')))

@@ -8,7 +8,7 @@ import sys
 
 import torch
 
-from kdsr_plugins.models.kd_model import KDModel
+from kdsr_plugins.core.kd_model import KDModel
 from kdsr_testutils import (run_ddp_check, edsr, experiment_dir, list_states, model_file, run_train, save_random_net,
                             train_opt, write_yaml)
 

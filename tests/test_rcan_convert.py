@@ -7,7 +7,7 @@ import pytest
 import torch
 from basicsr.archs import build_network
 
-from kdsr_plugins.utils.rcan_convert import convert_rcan_state_dict
+from kdsr_plugins.core.rcan_convert import convert_rcan_state_dict
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 

@@ -10,7 +10,7 @@ from basicsr.archs.rcan_arch import RCAN
 from basicsr.archs.srresnet_arch import MSRResNet
 from basicsr.archs.swinir_arch import SwinIR
 
-from kdsr_plugins.utils.stage_runners import (EDSRStageRunner, RCANStageRunner, StageContext,
+from kdsr_plugins.core.stage_runners import (EDSRStageRunner, RCANStageRunner, StageContext,
                                               SwinIRStageRunner, build_stage_runner,
                                               feature_channels, num_units, unit_module_path)
 

@@ -14,7 +14,7 @@ required and receives ``DIR/<teacher>.lmdb`` (``MTKDAggregatorModel``, fixed-wei
 ``DIR/aggregator.lmdb`` (``MTKDStudentModel``) or ``DIR/<first teacher>.lmdb`` (other KD models);
 the ``dataroot_target`` to use is printed. Each cache is a BasicSR LMDB with the GT keys of
 ``dataroot_gt`` whose values are the outputs on the **whole** LR image of each key (see
-``kdsr_plugins.data.kd_cached_target_dataset`` for the encodings), plus ``kd_cache_meta.json``.
+``kdsr_plugins.core.kd_cached_target_dataset`` for the encodings), plus ``kd_cache_meta.json``.
 An existing cache is never replaced without ``--overwrite`` (and never a folder that is not a
 cache). Writing goes to ``<path>.partial-<pid>`` and is renamed when complete.
 """
@@ -43,12 +43,12 @@ from basicsr.archs import build_network
 from basicsr.utils import imfrombytes, img2tensor
 from basicsr.utils.options import ordered_yaml
 
-from kdsr_plugins.data.kd_cached_target_dataset import (CACHE_META_FILE, DEFAULT_VALUE_RANGE, ENCODINGS, EXTENSIONS,
+from kdsr_plugins.core.kd_cached_target_dataset import (CACHE_META_FILE, DEFAULT_VALUE_RANGE, ENCODINGS, EXTENSIONS,
                                                         encode_target, target_roots)
-from kdsr_plugins.models.mtkd_model import load_aggregator, teacher_sr
-from kdsr_plugins.utils.arch_info import pad_multiple
-from kdsr_plugins.utils.checkpoints import extract_state_dict, load_checkpoint_file, load_state_dict_into
-from kdsr_plugins.utils.teachers import TeacherSpec, check_teacher_scale, parse_teacher_specs
+from kdsr_plugins.methods.mtkd.aggregator import load_aggregator, teacher_sr
+from kdsr_plugins.core.arch_info import pad_multiple
+from kdsr_plugins.core.checkpoints import extract_state_dict, load_checkpoint_file, load_state_dict_into
+from kdsr_plugins.core.teachers import TeacherSpec, check_teacher_scale, parse_teacher_specs
 
 __all__ = ['cache_teacher_outputs', 'plan_targets', 'main']
 

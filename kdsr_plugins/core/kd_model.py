@@ -23,12 +23,12 @@ from basicsr.utils.registry import MODEL_REGISTRY
 from torch import nn
 from torch.nn.parallel import DataParallel, DistributedDataParallel
 
-from kdsr_plugins.utils.arch_info import mirror_pad, pad_multiple
-from kdsr_plugins.utils.checkpoints import (CheckpointError, atomic_torch_save, extract_state_dict,
+from kdsr_plugins.core.arch_info import mirror_pad, pad_multiple
+from kdsr_plugins.core.checkpoints import (CheckpointError, atomic_torch_save, extract_state_dict,
                                             load_checkpoint_file, load_state_dict_into)
-from kdsr_plugins.utils.options import arch_scale, check_option_keys
-from kdsr_plugins.utils.resume import capture_rng_state, restore_rng_state
-from kdsr_plugins.utils.teachers import TeacherSpec, check_teacher_scale, parse_teacher_specs
+from kdsr_plugins.core.options import arch_scale, check_option_keys
+from kdsr_plugins.core.resume import capture_rng_state, restore_rng_state
+from kdsr_plugins.core.teachers import TeacherSpec, check_teacher_scale, parse_teacher_specs
 
 NOOP_OPTION_KEYS = {('val', 'self_ensemble'): 'BasicSR 1.4.2 has no self-ensemble; the key does nothing.'}
 OPTIM_AUX_KEYS = ('lr', 'weight_decay', 'betas')

@@ -12,7 +12,7 @@ All four losses share one contract (:class:`FeatureKDLossBase`):
   ``l_feat_<i>`` (weighted, kd_core.md §7.2) and use their sum as ``l_feat``.
 
 For FitNet (``mode: regress``) the student features must already have been passed through the
-adapter (``KDAdapterBank`` in ``kdsr_plugins/archs/kd_adapter_arch.py``) by the model.
+adapter (``KDAdapterBank`` in ``kdsr_plugins/core/kd_adapter_arch.py``) by the model.
 """
 from __future__ import annotations
 

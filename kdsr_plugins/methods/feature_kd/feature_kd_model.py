@@ -30,12 +30,12 @@ from basicsr.utils.registry import MODEL_REGISTRY
 from torch import Tensor, nn
 from torch.nn.parallel import DataParallel
 
-from kdsr_plugins.archs.kd_adapter_arch import KDAdapterBank
-from kdsr_plugins.models.kd_model import KDModel
-from kdsr_plugins.utils.arch_info import pad_multiple
-from kdsr_plugins.utils.legacy_options import legacy_feature_loss_opt
-from kdsr_plugins.utils.options import check_option_keys
-from kdsr_plugins.utils.taps import FeatureTaps, TapError, TapSpec, resolve_tap
+from kdsr_plugins.core.kd_adapter_arch import KDAdapterBank
+from kdsr_plugins.core.kd_model import KDModel
+from kdsr_plugins.core.arch_info import pad_multiple
+from kdsr_plugins.methods.feature_kd.legacy_options import legacy_feature_loss_opt
+from kdsr_plugins.core.options import check_option_keys
+from kdsr_plugins.core.taps import FeatureTaps, TapError, TapSpec, resolve_tap
 
 __all__ = ['FeatureKDModel', 'FeatureTermSpec', 'FeatureKDAdapters', 'parse_feature_kd_options']
 

@@ -27,13 +27,13 @@ from basicsr.utils import get_root_logger
 from basicsr.utils.registry import MODEL_REGISTRY
 from torch import Tensor, nn
 
-from kdsr_plugins.archs.mipkd_mixer_arch import (ENC_TYPES, ENCODERS, MASK_TYPES, STUDENT, STUDENT_ADAPTERS,
+from kdsr_plugins.methods.mipkd.mipkd_mixer_arch import (ENC_TYPES, ENCODERS, MASK_TYPES, STUDENT, STUDENT_ADAPTERS,
                                                  TEACHER, MiPKDMixerBank, MiPKDPlan, random_mask)
-from kdsr_plugins.models.kd_model import KDModel
-from kdsr_plugins.utils.options import check_option_keys, option_bool, option_choice
-from kdsr_plugins.utils.stage_runners import (StageContext, StageRunner, build_stage_runner, feature_channels,
+from kdsr_plugins.core.kd_model import KDModel
+from kdsr_plugins.core.options import check_option_keys, option_bool, option_choice
+from kdsr_plugins.core.stage_runners import (StageContext, StageRunner, build_stage_runner, feature_channels,
                                               num_units, unit_module_path)
-from kdsr_plugins.utils.taps import FeatureTaps
+from kdsr_plugins.core.taps import FeatureTaps
 
 __all__ = ['MiPKDModel', 'MiPKDOptions', 'MiPKDPath', 'MIPKD_OPT_KEYS', 'DEFAULT_LOSSES']
 

@@ -24,9 +24,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Mapping
 
-from kdsr_plugins.utils.invertible_aug import INVERSE_MODES as LC_INVERSES, InvertibleAugmentation
-from kdsr_plugins.utils.options import option_bool, option_choice
-from kdsr_plugins.utils.upcycling import ZOOM_IN_CROPS, ZOOM_OUT_RESIZES
+from kdsr_plugins.methods.dukd.invertible_aug import INVERSE_MODES as LC_INVERSES, InvertibleAugmentation
+from kdsr_plugins.core.options import option_bool, option_choice
+from kdsr_plugins.methods.dukd.upcycling import ZOOM_IN_CROPS, ZOOM_OUT_RESIZES
 
 UPDATE_MODES: tuple[str, ...] = ('single_step', 'official_two_step')
 UPDATE_MODE_ALIASES: dict[str, str] = {'joint': 'single_step'}

@@ -8,7 +8,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from kdsr_plugins.utils.stage_runners import num_units, unit_module_path
+from kdsr_plugins.core.stage_runners import num_units, unit_module_path
 
 TapSpec = str | int
 

@@ -1,104 +1,26 @@
-"""Compatibility fixes for BasicSR 1.4.2 on current torch / torchvision (platform spec §3-§4).
+"""Runtime patches of BasicSR 1.4.2 functions that are unsafe on CPU, under ``torchrun`` or with untrusted files.
 
-Two kinds of fixes live here:
-
-* import shims, which must run before the first ``import torchvision`` / ``import basicsr``:
-  the missing ``torchvision::nms``/``qnms`` schemas on a CPU torch with a CUDA torchvision
-  wheel, and the removed ``torchvision.transforms.functional_tensor`` module;
-* runtime patches of BasicSR functions that are unsafe on CPU or under ``torchrun``:
-  resume-state loading (R1, ``weights_only``) and distributed initialisation (R2), plus the train
-  prefetcher, which fast-forwards a resumed epoch (``kdsr_plugins.utils.resume``);
-* option files are parsed with PyYAML's safe loader (BasicSR uses the full one, which runs code);
+* resume-state loading (R1): ``weights_only`` loading, CPU-safe device mapping, frozen networks
+  excluded from ``check_resume``, and a hand-over to the exact-resume prefetcher
+  (``kdsr_plugins.core.resume``);
+* distributed initialisation (R2): gloo without CUDA, nccl with it;
+* option files parsed with PyYAML's safe loader (BasicSR uses the full one, which runs code);
 * clearer errors: unknown registry names list close matches and the registered names
-  (``Registry.get``), and paired LMDB dataset blocks are validated before BasicSR builds them
-  (``build_dataset``, see ``kdsr_plugins.utils.dataset_checks``).
-
-Every fix is applied only where it is needed; on a CUDA install whose torchvision ops load,
-the ops shim does nothing.
+  (``Registry.get``), and dataset blocks are validated before BasicSR builds them
+  (``build_dataset``, see ``kdsr_plugins.core.dataset_checks``).
 """
 from __future__ import annotations
 
-import glob
 import importlib
-import importlib.util
 import os
 import os.path as osp
-import sys
 from typing import Any
 
 import torch
 
-_TORCHVISION_LIBRARY: Any = None  # keeps the fallback op schemas registered for the process
 _PATCHED = False
 
 
-def _torchvision_op_defined(name: str) -> bool:
-    try:
-        return torch._C._dispatch_has_kernel(f'torchvision::{name}') or bool(
-            torch._C._jit_get_schemas_for_operator(f'torchvision::{name}'))
-    except (AttributeError, RuntimeError):
-        return False
-
-
-def _torchvision_ops_library_loads() -> bool:
-    """Load torchvision's compiled ops the way torchvision does; report whether it worked."""
-    spec = importlib.util.find_spec('torchvision')
-    if spec is None or not spec.submodule_search_locations:
-        return True  # no torchvision: nothing to fix
-    candidates = []
-    for folder in spec.submodule_search_locations:
-        candidates += glob.glob(osp.join(folder, '_C*.so')) + glob.glob(osp.join(folder, '_C*.pyd'))
-    if not candidates:
-        return False
-    try:
-        torch.ops.load_library(candidates[0])
-        return True
-    except (OSError, ImportError, RuntimeError):
-        return False
-
-
-def install_torchvision_ops_shim() -> bool:
-    """Define the ``torchvision::nms``/``qnms`` schemas when torchvision's ``_C`` cannot load.
-
-    Returns:
-        True if the fallback schemas were defined.
-    """
-    global _TORCHVISION_LIBRARY
-    if 'torchvision' in sys.modules or _TORCHVISION_LIBRARY is not None:
-        return False
-    if _torchvision_ops_library_loads() or _torchvision_op_defined('nms'):
-        return False
-    lib = torch.library.Library('torchvision', 'DEF')  # noqa: TOR901 - must outlive this call
-    lib.define('nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor')
-    lib.define('qnms(Tensor qdets, Tensor scores, float iou_threshold) -> Tensor')
-    _TORCHVISION_LIBRARY = lib
-    return True
-
-
-def install_functional_tensor_alias() -> bool:
-    """Alias ``torchvision.transforms.functional_tensor`` (removed in torchvision 0.17)."""
-    name = 'torchvision.transforms.functional_tensor'
-    if name in sys.modules:
-        return False
-    try:
-        if importlib.util.find_spec(name) is not None:
-            return False
-    except ModuleNotFoundError:
-        pass
-    from torchvision.transforms import _functional_tensor
-    sys.modules[name] = _functional_tensor
-    return True
-
-
-def install_import_shims() -> None:
-    """Install both import shims. Call before the first ``import basicsr``."""
-    install_torchvision_ops_shim()
-    install_functional_tensor_alias()
-
-
-# --------------------------------------------------------------------------------------------
-# Runtime patches (R1, R2)
-# --------------------------------------------------------------------------------------------
 def frozen_network_keys(opt: dict) -> list[str]:
     """Top-level ``network_*`` option keys that are not the student (teachers, frozen nets)."""
     return [k for k in opt if k.startswith('network_') and k != 'network_g']
@@ -143,7 +65,7 @@ def load_resume_state(opt: dict) -> dict | None:
         device = torch.device('cuda', torch.cuda.current_device())
     else:
         device = torch.device('cpu')
-    from kdsr_plugins.utils.checkpoints import load_training_state_file
+    from kdsr_plugins.core.checkpoints import load_training_state_file
     resume_state = load_training_state_file(resume_state_path, device)  # weights_only: no code runs on load
 
     ignore = opt['path'].get('ignore_resume_networks') or []
@@ -155,7 +77,7 @@ def load_resume_state(opt: dict) -> dict | None:
             ignore.append(key)
     opt['path']['ignore_resume_networks'] = ignore
     check_resume(opt, resume_state['iter'])
-    from kdsr_plugins.utils.resume import schedule_resume
+    from kdsr_plugins.core.resume import schedule_resume
     schedule_resume(resume_state)
     return resume_state
 
@@ -264,7 +186,7 @@ def _checked_build_dataset(build_dataset: Any) -> Any:
         return build_dataset
 
     def checked(dataset_opt: dict) -> Any:
-        from kdsr_plugins.utils.dataset_checks import check_dataset_opt
+        from kdsr_plugins.core.dataset_checks import check_dataset_opt
         check_dataset_opt(dataset_opt)
         return build_dataset(dataset_opt)
     checked._kdsr_checked = True
@@ -279,7 +201,7 @@ def apply_runtime_patches() -> None:
         return
     from basicsr.utils.registry import Registry
 
-    from kdsr_plugins.utils.resume import ResumablePrefetcher
+    from kdsr_plugins.core.resume import ResumablePrefetcher
 
     basicsr_train = importlib.import_module('basicsr.train')
     basicsr_train.load_resume_state = load_resume_state

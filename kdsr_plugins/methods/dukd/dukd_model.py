@@ -26,11 +26,11 @@ from basicsr.utils import get_root_logger
 from basicsr.utils.registry import MODEL_REGISTRY
 from torch import Tensor
 
-from kdsr_plugins.models.kd_model import KDModel
-from kdsr_plugins.utils.arch_info import pad_multiple
-from kdsr_plugins.utils.dukd_options import DUKDOptions
-from kdsr_plugins.utils.invertible_aug import AugPlan, consistent_forward
-from kdsr_plugins.utils.upcycling import (ZoomInSamples, check_training_pair, zoom_in_samples, zoom_out_samples,
+from kdsr_plugins.core.kd_model import KDModel
+from kdsr_plugins.core.arch_info import pad_multiple
+from kdsr_plugins.methods.dukd.options import DUKDOptions
+from kdsr_plugins.methods.dukd.invertible_aug import AugPlan, consistent_forward
+from kdsr_plugins.methods.dukd.upcycling import (ZoomInSamples, check_training_pair, zoom_in_samples, zoom_out_samples,
                                           zoom_out_size)
 
 
@@ -41,7 +41,7 @@ class DUKDModel(KDModel):
     Option keys (besides ``KDModel``'s): ``train.pixel_opt`` and ``train.kd_opt`` (both
     required; their ``loss_weight`` are w_pix and w_kd), ``train.dukd_opt.{n_gt_sub, zoom_out,
     update_mode, lc_inverse, lc_on, zoom_in_crop, zoom_out_resize}``, ``train.noisy.prob``
-    (see ``kdsr_plugins.utils.dukd_options``). One teacher only; no auxiliary modules.
+    (see ``kdsr_plugins.methods.dukd.options``). One teacher only; no auxiliary modules.
 
     Attributes:
         dukd: The validated ``DUKDOptions``.

@@ -13,8 +13,8 @@ import torch
 from torch import nn
 
 from basicsr.utils.registry import LOSS_REGISTRY
-from kdsr_plugins.utils.dct import dct_2d
-from kdsr_plugins.utils.haar import haar_dwt
+from kdsr_plugins.methods.mtkd.dct import dct_2d
+from kdsr_plugins.methods.mtkd.haar import haar_dwt
 
 __all__ = ['KDWaveletLoss', 'KDDCTLoss', 'KDFFTLoss']
 

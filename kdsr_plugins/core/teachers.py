@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from kdsr_plugins.utils.options import arch_scale, check_option_keys
+from kdsr_plugins.core.options import arch_scale, check_option_keys
 
 TEACHER_ENTRY_KEYS = ('name', 'network', 'pretrain', 'param_key', 'strict_load')
 _NAME_RE = re.compile(r'^[a-z0-9_]+$')

@@ -18,7 +18,7 @@ from basicsr.archs.arch_util import trunc_normal_
 from basicsr.archs.swinir_arch import (RSTB, PatchEmbed, PatchUnEmbed, SwinTransformerBlock, Upsample,
                                        window_partition, window_reverse)
 from basicsr.utils.registry import ARCH_REGISTRY
-from kdsr_plugins.utils.dct import dct_matrix, idct_matrix, pad_to_multiple
+from kdsr_plugins.methods.mtkd.dct import dct_matrix, idct_matrix, pad_to_multiple
 
 __all__ = ['MTKDDCTSwin', 'DCTSwinBlock', 'RGB_MEAN', 'OUTPUT_CONVENTIONS', 'MASK_MODES']
 

@@ -15,7 +15,8 @@ class CheckpointError(RuntimeError):
     """A checkpoint file is missing, unreadable or does not hold what was asked for."""
 
 
-def _is_state_dict(obj: Any) -> bool:
+def is_state_dict(obj: Any) -> bool:
+    """True for a non-empty mapping whose values are all tensors (a bare ``state_dict``)."""
     return isinstance(obj, Mapping) and len(obj) > 0 and all(torch.is_tensor(v) for v in obj.values())
 
 
@@ -82,7 +83,7 @@ def extract_state_dict(checkpoint: Any, param_key: str | None, path: str = '<che
         CheckpointError: The key is missing; the message lists the keys that exist.
     """
     if param_key is None:
-        if not _is_state_dict(checkpoint):
+        if not is_state_dict(checkpoint):
             keys = list(checkpoint)[:10] if isinstance(checkpoint, Mapping) else type(checkpoint).__name__
             raise CheckpointError(f'{path!r} is not a bare state dict (top-level keys: {keys}); set param_key '
                                   'to one of its keys (e.g. params or params_ema).')
@@ -93,11 +94,11 @@ def extract_state_dict(checkpoint: Any, param_key: str | None, path: str = '<che
         param_key = 'params'
     if param_key not in checkpoint:
         nested = [k for k, v in checkpoint.items() if isinstance(v, Mapping)]
-        hint = (' It looks like a bare state dict: use param_key: ~ (null).' if _is_state_dict(checkpoint) else '')
+        hint = (' It looks like a bare state dict: use param_key: ~ (null).' if is_state_dict(checkpoint) else '')
         raise CheckpointError(f'param_key {param_key!r} not found in {path!r}; available keys holding state '
                               f'dicts: {nested}.{hint}')
     state = checkpoint[param_key]
-    if not _is_state_dict(state):
+    if not is_state_dict(state):
         raise CheckpointError(f'{path!r}[{param_key!r}] is not a state dict of tensors.')
     return strip_module_prefix(state)
 

@@ -1,1 +1,0 @@
-"""Shared helpers of the KD core (taps, teachers, checkpoints, options)."""
