@@ -18,9 +18,10 @@ from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
 
+from kdsr_plugins.compat.patches import RegistryNameError, unknown_name_message
 from kdsr_plugins.core.schema import REQUIRED, Field, OptionError, Schema, close_matches, coerce_number
 
-__all__ = ['check_option_file', 'check_num_gpu', 'model_class', 'model_schema', 'load_option_file',
+__all__ = ['UnknownNameError', 'check_option_file', 'check_num_gpu', 'model_class', 'model_schema', 'load_option_file',
            'network_block', 'loss_block', 'NOOP_VAL_SELF_ENSEMBLE']
 
 NOOP_VAL_SELF_ENSEMBLE = 'BasicSR 1.4.2 has no self-ensemble; the key does nothing.'
@@ -28,13 +29,16 @@ _SET_BY_BASICSR = 'parse_options sets it (the value in the file is overwritten).
 
 
 # ------------------------------------------------------------------------------ type-dependent blocks
+class UnknownNameError(OptionError, RegistryNameError):
+    """A ``type:`` (or ``model_type``) that names nothing in its BasicSR registry; also a ``KeyError`` as before."""
+
+
 def _registry_get(registry: Any, name: Any, where: str, label: str | None = None) -> Any:
     label = f'{where}.type' if label is None else label
     if not isinstance(name, str):
         raise OptionError(f'{label}: expected a registered name (a string), got {name!r}.')
     if name not in registry._obj_map:
-        from kdsr_plugins.compat.patches import unknown_name_message
-        raise OptionError(f'{label}: {unknown_name_message(registry, name)}')
+        raise UnknownNameError(f'{label}: {unknown_name_message(registry, name)}')
     return registry._obj_map[name]
 
 
@@ -143,7 +147,8 @@ def _scheduler_block(value: Any, where: str, warnings: list[str] | None, in_plac
     from basicsr.models import lr_scheduler
 
     if not isinstance(value, Mapping) or 'type' not in value:
-        raise OptionError(f'{where} needs a \'type\' key (MultiStepLR, MultiStepRestartLR or CosineAnnealingRestartLR).')
+        raise OptionError(f'{where} needs a \'type\' key (MultiStepLR, MultiStepRestartLR or '
+                          'CosineAnnealingRestartLR).')
     kinds = {'MultiStepLR': lr_scheduler.MultiStepRestartLR, 'MultiStepRestartLR': lr_scheduler.MultiStepRestartLR,
              'CosineAnnealingRestartLR': lr_scheduler.CosineAnnealingRestartLR}
     if value['type'] not in kinds:
@@ -468,6 +473,8 @@ def load_option_file(path: str) -> Any:
     try:
         with open(path, encoding='utf-8') as f:
             return yaml.load(f, Loader=safe_ordered_yaml()[0])
+    except yaml.constructor.ConstructorError:
+        raise  # a tag the safe loader refuses (e.g. python/object/apply): PyYAML's message names it
     except yaml.YAMLError as err:
         tabs = _tab_lines(path)
         if tabs or "'\\t'" in str(err):  # PyYAML: found character '\t' that cannot start any token

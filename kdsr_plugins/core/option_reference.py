@@ -1,4 +1,4 @@
-"""The option reference, generated from the schemas: ``python -m kdsr_plugins --options <ModelType>`` and docs/options.md."""
+"""The option reference, generated from the schemas: ``--options <ModelType>`` and docs/options.md."""
 from __future__ import annotations
 
 from kdsr_plugins.core.option_checks import (DIST_PARAMS_SCHEMA, LOGGER_SCHEMA, _dataloader_fields, _paired_fields,

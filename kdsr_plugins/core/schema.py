@@ -226,7 +226,8 @@ class Field:
             if isinstance(value, bool) and not any(isinstance(c, bool) for c in self.choices) \
                     or value not in self.choices:
                 extra = f' (aliases: {sorted(self.aliases)})' if self.aliases else ''
-                raise self._fail(where, value, f'{{where}}: invalid value {{value}}; valid: {list(self.choices)}{extra}')
+                raise self._fail(where, value,
+                                 f'{{where}}: invalid value {{value}}; valid: {list(self.choices)}{extra}')
         else:
             value = self._coerce_kind(value, where)
         if self.coerce is not None:

@@ -55,8 +55,8 @@ def test_misspelled_train_level_key_is_refused():
     (lambda o: o['network_t'].update(upscal=2), r"\['upscal'\] in network_t.*-> 'upscale'"),
     (lambda o: o['path'].update(pretrain_network_tt='x'), r"\['pretrain_network_tt'\] in path.*'pretrain_network_t'"),
     (lambda o: o['val'].update(val_frq=5), r"\['val_frq'\] in val; valid keys: .*-> 'val_freq'"),
-    (lambda o: o['val']['metrics']['psnr'].update(type='calculate_psnrr'), r'(?s)val.metrics.psnr.type: No object named '
-     r"'calculate_psnrr'.*Did you mean: calculate_psnr"),
+    (lambda o: o['val']['metrics']['psnr'].update(type='calculate_psnrr'),
+     r"(?s)val.metrics.psnr.type: No object named 'calculate_psnrr'.*Did you mean: calculate_psnr"),
     (lambda o: o['logger'].update(print_frq=1), r"\['print_frq'\] in logger.*-> 'print_freq'"),
     (lambda o: o['dist_params'].update(prot=1), r"\['prot'\] in dist_params.*-> 'port'"),
     (lambda o: o['train']['kd_opt'].update(los_weight=1), r"\['los_weight'\] in train.kd_opt.*-> 'loss_weight'"),
