@@ -164,7 +164,7 @@ def _scheduler_block(value: Any, where: str, warnings: list[str] | None, in_plac
 
 
 # ------------------------------------------------------------------------------ datasets
-def _dataloader_fields(phase: str) -> tuple[Field, ...]:
+def dataloader_fields(phase: str) -> tuple[Field, ...]:
     train = phase == 'train'
     why = f'BasicSR uses batch size 1 and no workers outside training (build_dataloader, phase {phase}).'
     return (
@@ -190,7 +190,7 @@ _IO_BACKEND = Schema('io_backend', (
 ), open=True)
 
 
-def _paired_fields(phase: str, target: bool = False) -> tuple[Field, ...]:
+def paired_dataset_fields(phase: str, target: bool = False) -> tuple[Field, ...]:
     train = phase == 'train'
     why = 'read in the training phase only (PairedImageDataset).'
     fields = [
@@ -216,11 +216,11 @@ def _paired_fields(phase: str, target: bool = False) -> tuple[Field, ...]:
 
 def dataset_schema(dataset_type: Any, phase: str, where: str) -> Schema:
     """Schema of one ``datasets.<phase>`` block of ``dataset_type`` (open for dataset types not catalogued)."""
-    base = _dataloader_fields(phase)
+    base = dataloader_fields(phase)
     if dataset_type == 'PairedImageDataset':
-        return Schema(where, base + _paired_fields(phase))
+        return Schema(where, base + paired_dataset_fields(phase))
     if dataset_type == 'KDCachedTargetDataset':
-        return Schema(where, base + _paired_fields(phase, target=True))
+        return Schema(where, base + paired_dataset_fields(phase, target=True))
     return Schema(where, base, open=True)
 
 
@@ -438,9 +438,9 @@ def check_option_file(opt: Mapping[str, Any], is_train: bool = True, in_place: b
 def check_num_gpu(opt: Mapping[str, Any]) -> None:
     """Refuse ``num_gpu > 0`` when CUDA is unavailable (or has fewer devices), suggesting ``0`` or ``auto``."""
     n = opt.get('num_gpu')
+    if isinstance(n, str) and n != 'auto':
+        raise OptionError(f'num_gpu: expected an integer >= 0 or auto, got {n!r}')
     if n == 'auto' or isinstance(n, bool) or not isinstance(n, int) or n <= 0:
-        if isinstance(n, str) and n != 'auto':
-            raise OptionError(f'num_gpu: expected an integer >= 0 or auto, got {n!r}')
         return
     import torch
 

@@ -1,8 +1,8 @@
 """The option reference, generated from the schemas: ``--options <ModelType>`` and docs/options.md."""
 from __future__ import annotations
 
-from kdsr_plugins.core.option_checks import (DIST_PARAMS_SCHEMA, LOGGER_SCHEMA, _dataloader_fields, _paired_fields,
-                                             model_class, model_fields)
+from kdsr_plugins.core.option_checks import (DIST_PARAMS_SCHEMA, LOGGER_SCHEMA, dataloader_fields, model_class,
+                                             model_fields, paired_dataset_fields)
 from kdsr_plugins.core.schema import Field, Schema
 
 __all__ = ['model_rows', 'model_reference', 'options_markdown', 'RULE']
@@ -51,7 +51,7 @@ def _rows(fields: tuple[Field, ...], where: str) -> list[Row]:
 
 
 def _dataset_rows() -> list[Row]:
-    fields = _dataloader_fields('train') + _paired_fields('train', target=True)
+    fields = dataloader_fields('train') + paired_dataset_fields('train', target=True)
     rows = _rows(tuple(f for f in fields if f.name != 'dataroot_target'), 'datasets.<phase>')
     rows += [('datasets.<phase>.dataroot_target', 'str | mapping', 'required',
               'KDCachedTargetDataset only: ' + next(f.doc for f in fields if f.name == 'dataroot_target'))]

@@ -17,16 +17,12 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-__all__ = ['OptionError', 'OptionWarning', 'Field', 'Schema', 'REQUIRED', 'check_choice', 'close_matches',
+__all__ = ['OptionError', 'Field', 'Schema', 'REQUIRED', 'check_choice', 'close_matches',
            'coerce_number', 'unknown_keys_message']
 
 
 class OptionError(ValueError):
     """An option file or block that cannot work; the message says which key and how to fix it."""
-
-
-class OptionWarning(UserWarning):
-    """A key that is accepted but has no effect (read and ignored)."""
 
 
 class _Required:
