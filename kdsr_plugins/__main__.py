@@ -1,4 +1,8 @@
-"""``python -m kdsr_plugins --list``: show what the plugin registered in BasicSR's registries."""
+"""``python -m kdsr_plugins --list``: show what the plugin registered in BasicSR's registries.
+
+``--options <ModelType>`` prints every option key of a model (type, default, doc);
+``--options-md`` prints docs/options.md (both generated from the option schemas).
+"""
 import argparse
 import sys
 
@@ -9,9 +13,21 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog='python -m kdsr_plugins', description=__doc__)
     parser.add_argument('--list', action='store_true', help='list registered archs, losses, models, datasets')
     parser.add_argument('--version', action='store_true', help='print the package version')
+    parser.add_argument('--options', metavar='MODEL_TYPE', help='print every option key of a model type')
+    parser.add_argument('--options-md', action='store_true', help='print the option reference (docs/options.md)')
     args = parser.parse_args(argv)
     if args.version:
         print(kdsr_plugins.__version__)
+        return 0
+    if args.options or args.options_md:
+        from kdsr_plugins.core.option_reference import model_reference, options_markdown
+        from kdsr_plugins.core.schema import OptionError
+
+        try:
+            sys.stdout.write(options_markdown() if args.options_md else model_reference(args.options))
+        except OptionError as err:
+            print(err, file=sys.stderr)
+            return 2
         return 0
     if not args.list:
         parser.print_help()

@@ -7,7 +7,9 @@
 * option files parsed with PyYAML's safe loader (BasicSR uses the full one, which runs code);
 * clearer errors: unknown registry names list close matches and the registered names
   (``Registry.get``), and dataset blocks are validated before BasicSR builds them
-  (``build_dataset``, see ``kdsr_plugins.core.dataset_checks``).
+  (``build_dataset``, see ``kdsr_plugins.core.dataset_checks``);
+* every option block checked at start-up (``parse_options``, see ``kdsr_plugins.core.option_checks``
+  and docs/options.md), before BasicSR creates or archives any experiment folder.
 """
 from __future__ import annotations
 
@@ -194,6 +196,50 @@ def _checked_build_dataset(build_dataset: Any) -> Any:
     return checked
 
 
+def option_path_from_argv(argv: list[str] | None = None) -> str | None:
+    """The ``-opt`` argument of a BasicSR command line, or None."""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument('-opt', type=str, default=None)
+    args, _ = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
+    return args.opt
+
+
+def _checked_parse_options(parse_options: Any) -> Any:
+    """Wrap BasicSR's ``parse_options``: check the option file first, normalise numbers after.
+
+    The file is loaded and checked (``core.option_checks``) before BasicSR's ``parse_options`` runs,
+    so a refused start leaves no experiment folder behind; after it, numbers written as strings
+    (``lr: 1e-4``, also from ``--force_yml``) are coerced in place. Read-but-ignored keys are printed
+    (rank 0) as warnings: BasicSR's logger does not exist yet.
+    """
+    if getattr(parse_options, '_kdsr_checked', False):
+        return parse_options
+
+    def checked(root_path: str, is_train: bool = True) -> Any:
+        import sys
+
+        from kdsr_plugins.core.option_checks import check_num_gpu, check_option_file, load_option_file
+
+        path = option_path_from_argv()
+        warnings: list[str] = []
+        if path is not None:
+            raw = load_option_file(path)
+            warnings = check_option_file(raw, is_train)
+            check_num_gpu(raw)
+        opt, args = parse_options(root_path, is_train)
+        check_option_file(opt, is_train, in_place=True)
+        if opt.get('rank', 0) == 0:
+            for msg in warnings:
+                print(f'Option warning: {msg}', file=sys.stderr, flush=True)
+        return opt, args
+    checked._kdsr_checked = True
+    checked.__doc__ = parse_options.__doc__
+    return checked
+
+
 def apply_runtime_patches() -> None:
     """Patch BasicSR's module globals used by ``train_pipeline`` / ``parse_options``."""
     global _PATCHED
@@ -213,4 +259,7 @@ def apply_runtime_patches() -> None:
     for module in ('basicsr.data', 'basicsr.train', 'basicsr.test'):  # each holds its own reference
         mod = importlib.import_module(module)
         mod.build_dataset = _checked_build_dataset(mod.build_dataset)
+    for module in ('basicsr.utils.options', 'basicsr.train', 'basicsr.test'):
+        mod = importlib.import_module(module)
+        mod.parse_options = _checked_parse_options(mod.parse_options)
     _PATCHED = True

@@ -30,6 +30,8 @@ from basicsr.utils.registry import DATASET_REGISTRY
 from torch.utils import data
 from torchvision.transforms.functional import normalize
 
+from kdsr_plugins.core.schema import check_choice
+
 __all__ = ['KDCachedTargetDataset', 'CACHE_META_FILE', 'ENCODINGS', 'DEFAULT_VALUE_RANGE', 'encode_target',
            'decode_target', 'read_cache_meta', 'lmdb_keys', 'target_roots', 'check_cached_targets']
 
@@ -54,8 +56,7 @@ def encode_target(img: np.ndarray, encoding: str = 'png16', value_range: tuple[f
     Returns:
         The encoded bytes.
     """
-    if encoding not in ENCODINGS:
-        raise ValueError(f'encoding must be one of {ENCODINGS}, got {encoding!r}')
+    check_choice(encoding, ENCODINGS, f'encoding must be one of {ENCODINGS}, got {encoding!r}')
     img = np.asarray(img, dtype=np.float32)
     if encoding == 'npy32':
         buf = io.BytesIO()
@@ -75,8 +76,7 @@ def decode_target(buf: bytes, encoding: str = 'png16', value_range: tuple[float,
     """Inverse of :func:`encode_target`: float32 ``H x W x C`` image (BGR)."""
     if encoding == 'npy32':
         return np.load(io.BytesIO(buf), allow_pickle=False).astype(np.float32, copy=False)
-    if encoding not in ENCODINGS:
-        raise ValueError(f'encoding must be one of {ENCODINGS}, got {encoding!r}')
+    check_choice(encoding, ENCODINGS, f'encoding must be one of {ENCODINGS}, got {encoding!r}')
     q = cv2.imdecode(np.frombuffer(buf, np.uint8), cv2.IMREAD_UNCHANGED)
     if q is None:
         raise ValueError('cannot decode cached target bytes as PNG')

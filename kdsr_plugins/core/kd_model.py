@@ -26,13 +26,25 @@ from torch.nn.parallel import DataParallel, DistributedDataParallel
 from kdsr_plugins.core.arch_info import mirror_pad, pad_multiple
 from kdsr_plugins.core.checkpoints import (CheckpointError, atomic_torch_save, extract_state_dict,
                                             load_checkpoint_file, load_state_dict_into)
-from kdsr_plugins.core.options import arch_scale, check_option_keys
+from kdsr_plugins.core.option_checks import NOOP_VAL_SELF_ENSEMBLE, loss_block, network_block
+from kdsr_plugins.core.options import arch_scale
 from kdsr_plugins.core.resume import capture_rng_state, restore_rng_state
-from kdsr_plugins.core.teachers import TeacherSpec, check_teacher_scale, parse_teacher_specs
+from kdsr_plugins.core.schema import Field, Schema
+from kdsr_plugins.core.teachers import TEACHER_SCHEMA, TeacherSpec, check_teacher_scale, parse_teacher_specs
 
-NOOP_OPTION_KEYS = {('val', 'self_ensemble'): 'BasicSR 1.4.2 has no self-ensemble; the key does nothing.'}
-OPTIM_AUX_KEYS = ('lr', 'weight_decay', 'betas')
+NOOP_OPTION_KEYS = {('val', 'self_ensemble'): NOOP_VAL_SELF_ENSEMBLE}
+#: ``train.optim_aux``: optimizer settings of the auxiliary modules' parameter group (~ / absent: optim_g's).
+OPTIM_AUX_SCHEMA = Schema('train.optim_aux', (
+    Field('lr', 'number', None, 'learning rate of the auxiliary modules', min=0.0, min_open=True),
+    Field('weight_decay', 'number', None, 'weight decay of the auxiliary modules', min=0.0),
+    Field('betas', 'list', None, 'Adam betas of the auxiliary modules', item='number'),
+), doc='Optimizer settings of the auxiliary trainable modules (one extra parameter group of optim_g).')
+OPTIM_AUX_KEYS = tuple(OPTIM_AUX_SCHEMA.keys)
 CACHED_TARGET_MODES = ('auto', True, False)
+USE_CACHED_TARGETS = Field('use_cached_targets', 'any', 'auto', 'auto: use the batch\'s cached teacher output '
+                           '(target) when the dataset provides it; true: require it; false: always run the teachers',
+                           choices=CACHED_TARGET_MODES,
+                           message='train.use_cached_targets must be auto, true or false, got {value}.')
 
 
 @MODEL_REGISTRY.register()
@@ -55,6 +67,26 @@ class KDModel(SRModel):
     uses_output_kd = True
     #: Whether the method pads teacher inputs itself (else SwinIR teachers need window-multiple LR patches).
     pads_teacher_inputs = False
+    #: Option keys this class adds per block (``''`` top level, ``path``, ``train``), on top of BasicSR's
+    #: SRModel keys; subclasses add their method blocks the same way (docs/options.md).
+    option_fields = {
+        '': (Field('network_t', 'mapping', None, 'network block of the single teacher (or a teachers list)',
+                   dynamic=network_block, role='network'),
+             Field('teachers', 'list', None, 'teachers list (instead of network_t), each entry below',
+                   item_schema=TEACHER_SCHEMA)),
+        'path': (Field('pretrain_network_t', 'str', None, 'checkpoint of network_t (required for training)'),
+                 Field('param_key_t', 'str', 'params', 'key of the network_t weights in that checkpoint',
+                       nullable=True),
+                 Field('strict_load_t', 'bool', True, 'load network_t strictly')),
+        'train': (Field('kd_opt', 'mapping', None, 'loss block: student vs teacher output (l_kd)',
+                        dynamic=loss_block, role='loss'),
+                  Field('optim_aux', 'mapping', None, 'optimizer settings of the auxiliary modules',
+                        schema=OPTIM_AUX_SCHEMA, nullable=True),
+                  Field('teacher_train_mode', 'bool', False, 'true: teachers in train mode (reference-code quirk)'),
+                  USE_CACHED_TARGETS,
+                  Field('perceptual_opt', 'mapping', None, 'SRModel\'s perceptual loss',
+                        ignored='KD models build no perceptual loss.')),
+    }
 
     def __init__(self, opt: dict) -> None:
         self.teachers: OrderedDict[str, nn.Module] = OrderedDict()
@@ -158,9 +190,8 @@ class KDModel(SRModel):
         ``train.use_cached_targets``: ``auto`` (default) uses it when the batch has it; ``true``
         requires it (raises otherwise); ``false`` always returns None.
         """
-        mode = (self.opt.get('train') or {}).get('use_cached_targets', 'auto')
-        if mode not in CACHED_TARGET_MODES:
-            raise ValueError(f'train.use_cached_targets must be auto, true or false, got {mode!r}.')
+        mode = USE_CACHED_TARGETS.validate((self.opt.get('train') or {}).get('use_cached_targets', 'auto'),
+                                           'train.use_cached_targets')
         if mode is False:
             return None
         target = self.cached_targets.get(key)
@@ -175,7 +206,8 @@ class KDModel(SRModel):
         self.net_g.train()
         train_opt = self.opt['train']
         self.warn_noop_keys()
-        check_option_keys(train_opt.get('optim_aux'), OPTIM_AUX_KEYS, 'train.optim_aux')
+        if train_opt.get('optim_aux') is not None:
+            train_opt['optim_aux'] = OPTIM_AUX_SCHEMA.check(train_opt['optim_aux'], defaults=False)
         self.init_ema()
         self.build_teachers()
         self.cri_pix = build_loss(train_opt['pixel_opt']).to(self.device) if train_opt.get('pixel_opt') else None

@@ -1,20 +1,17 @@
-"""Validation helpers for option blocks (BasicSR itself validates no keys)."""
+"""Validation helpers for option blocks (BasicSR itself validates no keys), on the one schema of ``core.schema``."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
+
+from kdsr_plugins.core.schema import REQUIRED, Field, OptionError, Schema
 
 
 def check_option_keys(block: Mapping[str, Any] | None, allowed: Iterable[str], where: str) -> None:
     """Raise ``ValueError`` if ``block`` has keys outside ``allowed``, listing the valid ones."""
     if block is None:
         return
-    if not isinstance(block, Mapping):
-        raise ValueError(f'{where} must be a mapping, got {type(block).__name__}.')
-    allowed = sorted(set(allowed))
-    unknown = sorted(set(block) - set(allowed))
-    if unknown:
-        raise ValueError(f'Unknown option key(s) {unknown} in {where}; valid keys: {allowed}.')
+    Schema(where, tuple(Field(k) for k in dict.fromkeys(allowed))).check(block, defaults=False)
 
 
 def option_choice(where: str, value: Any, valid: Sequence[str], aliases: Mapping[str, str] | None = None) -> str:
@@ -26,20 +23,19 @@ def option_choice(where: str, value: Any, valid: Sequence[str], aliases: Mapping
         valid: Accepted values.
         aliases: Accepted alternative spellings mapped to their canonical value.
     """
-    aliases = aliases or {}
-    if isinstance(value, str) and value in aliases:
-        return aliases[value]
-    if not isinstance(value, str) or value not in valid:
+    if not isinstance(value, str):  # a choice is a name: 1 or true never match
         extra = f' (aliases: {sorted(aliases)})' if aliases else ''
-        raise ValueError(f'{where}: invalid value {value!r}; valid: {list(valid)}{extra}')
-    return value
+        raise _choice_error(where, value, valid, extra)
+    return Field(where, 'str', REQUIRED, choices=tuple(valid), aliases=aliases).validate(value, where)
 
 
 def option_bool(where: str, value: Any) -> bool:
     """``value`` if it is a YAML boolean; else ``ValueError`` naming the option ``where``."""
-    if not isinstance(value, bool):
-        raise ValueError(f'{where}: expected true/false, got {value!r}')
-    return value
+    return Field(where, 'bool', REQUIRED).validate(value, where)
+
+
+def _choice_error(where: str, value: Any, valid: Sequence[str], extra: str) -> ValueError:
+    return OptionError(f'{where}: invalid value {value!r}; valid: {list(valid)}{extra}')
 
 
 def arch_scale(net_opt: Mapping[str, Any]) -> int | None:

@@ -7,9 +7,19 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from kdsr_plugins.core.options import arch_scale, check_option_keys
+from kdsr_plugins.core.option_checks import network_block
+from kdsr_plugins.core.options import arch_scale
+from kdsr_plugins.core.schema import REQUIRED, Field, Schema
 
-TEACHER_ENTRY_KEYS = ('name', 'network', 'pretrain', 'param_key', 'strict_load')
+#: One entry of the top-level ``teachers`` list.
+TEACHER_SCHEMA = Schema('teachers[]', (
+    Field('name', 'any', REQUIRED, 'teacher name [a-z0-9_]+ (log keys, cached targets target_<name>)'),
+    Field('network', 'mapping', REQUIRED, 'network block of the teacher', dynamic=network_block, role='network'),
+    Field('pretrain', 'str', None, 'teacher checkpoint (required for training)'),
+    Field('param_key', 'str', 'params', 'key of the weights in the checkpoint', nullable=True),
+    Field('strict_load', 'bool', True, 'load strictly'),
+), doc='One frozen teacher; the list order is the canonical teacher order.')
+TEACHER_ENTRY_KEYS = tuple(TEACHER_SCHEMA.keys)
 _NAME_RE = re.compile(r'^[a-z0-9_]+$')
 
 
@@ -46,10 +56,7 @@ def parse_teacher_specs(opt: Mapping[str, Any]) -> list[TeacherSpec]:
     specs, seen = [], set()
     for index, entry in enumerate(entries):
         where = f'teachers[{index}]'
-        check_option_keys(entry, TEACHER_ENTRY_KEYS, where)
-        for key in ('name', 'network'):
-            if key not in entry:
-                raise ValueError(f'{where} needs a {key!r} key.')
+        TEACHER_SCHEMA.check(entry, where, defaults=False)
         name = str(entry['name'])
         if not _NAME_RE.match(name):
             raise ValueError(f'{where}.name {name!r} must match [a-z0-9_]+.')

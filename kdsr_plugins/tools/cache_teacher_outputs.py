@@ -49,6 +49,7 @@ from kdsr_plugins.methods.mtkd.aggregator import load_aggregator, teacher_sr
 from kdsr_plugins.core.arch_info import pad_multiple
 from kdsr_plugins.core.checkpoints import extract_state_dict, load_checkpoint_file, load_state_dict_into
 from kdsr_plugins.core.teachers import TeacherSpec, check_teacher_scale, parse_teacher_specs
+from kdsr_plugins.core.schema import check_choice
 
 __all__ = ['cache_teacher_outputs', 'plan_targets', 'main']
 
@@ -162,8 +163,7 @@ def cache_teacher_outputs(opt: Mapping[str, Any], out: str | None = None, what: 
     Returns:
         Batch key (``target`` / ``target_<name>``) -> written LMDB path.
     """
-    if encoding not in ENCODINGS:
-        raise ValueError(f'encoding must be one of {ENCODINGS}, got {encoding!r}.')
+    check_choice(encoding, ENCODINGS, f'encoding must be one of {ENCODINGS}, got {encoding!r}.')
     if encoding == 'npy32':
         value_range = None
     else:

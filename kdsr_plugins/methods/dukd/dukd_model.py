@@ -28,7 +28,8 @@ from torch import Tensor
 
 from kdsr_plugins.core.kd_model import KDModel
 from kdsr_plugins.core.arch_info import pad_multiple
-from kdsr_plugins.methods.dukd.options import DUKDOptions
+from kdsr_plugins.core.schema import Field
+from kdsr_plugins.methods.dukd.options import DUKD_SCHEMA, NOISY_SCHEMA, DUKDOptions
 from kdsr_plugins.methods.dukd.invertible_aug import AugPlan, consistent_forward
 from kdsr_plugins.methods.dukd.upcycling import (ZoomInSamples, check_training_pair, zoom_in_samples, zoom_out_samples,
                                           zoom_out_size)
@@ -49,6 +50,12 @@ class DUKDModel(KDModel):
         last_draws: Random draws of the last iteration: ``zoom_in_positions`` and
             ``plan_<group>`` (the ``AugPlan`` of each group with label consistency).
     """
+
+    option_fields = {'train': (
+        Field('dukd_opt', 'mapping', None, 'DUKD method block', schema=DUKD_SCHEMA, role='method'),
+        Field('noisy', 'mapping', None, 'label consistency (absent or ~: off)', schema=NOISY_SCHEMA,
+              role='method', nullable=True),
+    )}
 
     def init_method(self) -> None:
         """Validate the DUKD options and the patch sizes; build the augmentation."""

@@ -30,6 +30,8 @@ from typing import Callable, Iterator, Sequence
 import torch
 from torch import Tensor
 
+from kdsr_plugins.core.schema import check_choice
+
 OPS: tuple[str, ...] = ('i', 'h', 'v', 't')
 """Operation names in their forward application order."""
 
@@ -140,8 +142,7 @@ class InvertibleAugmentation:
     def __init__(self, p: float = 0.3, inverse: str = 'exact', max_val: float = 1.0) -> None:
         if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= float(p) <= 1.0:
             raise ValueError(f'Augmentation probability p must be a number in [0, 1], got {p!r}')
-        if inverse not in INVERSE_MODES:
-            raise ValueError(f'Unknown inverse mode {inverse!r}; valid: {list(INVERSE_MODES)}')
+        check_choice(inverse, INVERSE_MODES, f'Unknown inverse mode {inverse!r}; valid: {list(INVERSE_MODES)}')
         self.p = float(p)
         self.inverse = inverse
         self.max_val = float(max_val)

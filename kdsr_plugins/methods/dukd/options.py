@@ -24,22 +24,18 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Mapping
 
+from kdsr_plugins.core.schema import Field, OptionError, Schema
 from kdsr_plugins.methods.dukd.invertible_aug import INVERSE_MODES as LC_INVERSES, InvertibleAugmentation
-from kdsr_plugins.core.options import option_bool, option_choice
 from kdsr_plugins.methods.dukd.upcycling import ZOOM_IN_CROPS, ZOOM_OUT_RESIZES
 
 UPDATE_MODES: tuple[str, ...] = ('single_step', 'official_two_step')
 UPDATE_MODE_ALIASES: dict[str, str] = {'joint': 'single_step'}
 LC_GROUPS: tuple[str, ...] = ('zoom_in', 'zoom_out', 'original')
-NOISY_KEYS: tuple[str, ...] = ('prob',)
 DEFAULT_NOISY_PROB: float = 0.3
 
-DUKD_OPT_KEYS: tuple[str, ...] = ('n_gt_sub', 'zoom_out', 'update_mode', 'lc_inverse', 'lc_on', 'zoom_in_crop',
-                                  'zoom_out_resize')
-"""Valid keys of ``train.dukd_opt``."""
 
 
-def _n_gt_sub(value: Any) -> int:
+def _n_gt_sub(value: Any, where: str = '') -> int:
     if isinstance(value, (list, tuple)):
         if not value:
             raise ValueError('dukd_opt.n_gt_sub: empty list; give an int or a list whose first element is used')
@@ -49,7 +45,7 @@ def _n_gt_sub(value: Any) -> int:
     return value
 
 
-def _lc_on(value: Any) -> tuple[str, ...]:
+def _lc_on(value: Any, where: str = '') -> tuple[str, ...]:
     if isinstance(value, str):
         value = [value]
     if value is None:
@@ -60,6 +56,30 @@ def _lc_on(value: Any) -> tuple[str, ...]:
     if bad:
         raise ValueError(f'dukd_opt.lc_on: invalid group(s) {bad}; valid: {list(LC_GROUPS)}')
     return tuple(g for g in LC_GROUPS if g in value)  # canonical order, no duplicates
+
+
+DUKD_SCHEMA = Schema('train.dukd_opt', (
+    Field('n_gt_sub', 'any', 1, 'zoom-in tiles per image (int, or list: first element used)', check=_n_gt_sub,
+          type_doc='int >= 1 | list'),
+    Field('zoom_out', 'bool', False, 'enable zoom-out samples'),
+    Field('update_mode', 'str', 'single_step', 'official_two_step: reference two Adam steps (joint = single_step)',
+          choices=UPDATE_MODES, aliases=UPDATE_MODE_ALIASES),
+    Field('lc_inverse', 'str', 'exact', 'official: reference inverse (180° on 4 subsets)', choices=LC_INVERSES),
+    Field('lc_on', 'any', ('zoom_in',), 'groups with label consistency', check=_lc_on,
+          type_doc=f'list of {" | ".join(LC_GROUPS)}'),
+    Field('zoom_in_crop', 'str', 'grid', 'random: arbitrary PxP crops of the GT patch', choices=ZOOM_IN_CROPS),
+    Field('zoom_out_resize', 'str', 'matlab', 'torch: batched device port of the MATLAB bicubic',
+          choices=ZOOM_OUT_RESIZES),
+), doc='DUKD method block (docs/dukd.md).', unknown_message='Unknown key(s) in {where}: {unknown}; valid keys: {valid}',
+    sort_valid=False, field_prefix='dukd_opt')
+DUKD_OPT_KEYS: tuple[str, ...] = tuple(DUKD_SCHEMA.keys)
+"""Valid keys of ``train.dukd_opt``."""
+
+NOISY_SCHEMA = Schema('train.noisy', (
+    Field('prob', 'number', DEFAULT_NOISY_PROB, 'per-sample, per-op probability of each label-consistency op',
+          min=0.0, max=1.0, message='{where} must be a number in [0, 1], got {value}'),
+), doc='Label consistency of DUKD (block absent or ~: off).',
+    unknown_message='Unknown key(s) in {where}: {unknown}; valid keys: {valid}', sort_valid=False)
 
 
 def _weight(train_opt: Mapping[str, Any], key: str) -> float:
@@ -112,29 +132,9 @@ class DUKDOptions:
         Raises:
             ValueError: Unknown keys (message lists the valid ones) or invalid values.
         """
-        d = {} if d is None else d
-        if not isinstance(d, Mapping):
-            raise ValueError(f'train.dukd_opt must be a mapping, got {type(d).__name__}')
-        unknown = sorted(set(d) - set(DUKD_OPT_KEYS))
-        if unknown:
-            raise ValueError(f'Unknown key(s) in train.dukd_opt: {unknown}; valid keys: {list(DUKD_OPT_KEYS)}')
-        kwargs: dict[str, Any] = {}
-        if 'n_gt_sub' in d:
-            kwargs['n_gt_sub'] = _n_gt_sub(d['n_gt_sub'])
-        if 'zoom_out' in d:
-            kwargs['zoom_out'] = option_bool('dukd_opt.zoom_out', d['zoom_out'])
-        if 'update_mode' in d:
-            kwargs['update_mode'] = option_choice('dukd_opt.update_mode', d['update_mode'], UPDATE_MODES,
-                                                  UPDATE_MODE_ALIASES)
-        if 'lc_inverse' in d:
-            kwargs['lc_inverse'] = option_choice('dukd_opt.lc_inverse', d['lc_inverse'], LC_INVERSES)
-        if 'lc_on' in d:
-            kwargs['lc_on'] = _lc_on(d['lc_on'])
-        if 'zoom_in_crop' in d:
-            kwargs['zoom_in_crop'] = option_choice('dukd_opt.zoom_in_crop', d['zoom_in_crop'], ZOOM_IN_CROPS)
-        if 'zoom_out_resize' in d:
-            kwargs['zoom_out_resize'] = option_choice('dukd_opt.zoom_out_resize', d['zoom_out_resize'],
-                                                      ZOOM_OUT_RESIZES)
+        if d is not None and not isinstance(d, Mapping):
+            raise OptionError(f'train.dukd_opt must be a mapping, got {type(d).__name__}')
+        kwargs: dict[str, Any] = DUKD_SCHEMA.check(d, defaults=False)
         kwargs['noisy_prob'] = cls.parse_noisy(noisy)
         return cls(**kwargs)
 
@@ -148,14 +148,8 @@ class DUKDOptions:
         if noisy is None:
             return None
         if not isinstance(noisy, Mapping):
-            raise ValueError(f'train.noisy must be a mapping, got {type(noisy).__name__}')
-        unknown = sorted(set(noisy) - set(NOISY_KEYS))
-        if unknown:
-            raise ValueError(f'Unknown key(s) in train.noisy: {unknown}; valid keys: {list(NOISY_KEYS)}')
-        p = noisy.get('prob', DEFAULT_NOISY_PROB)
-        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p <= 1.0:
-            raise ValueError(f'train.noisy.prob must be a number in [0, 1], got {p!r}')
-        return float(p)
+            raise OptionError(f'train.noisy must be a mapping, got {type(noisy).__name__}')
+        return float(NOISY_SCHEMA.check(noisy)['prob'])
 
     @classmethod
     def from_train_opt(cls, train_opt: Mapping[str, Any]) -> 'DUKDOptions':
@@ -182,7 +176,7 @@ class DUKDOptions:
             group: ``'zoom_in'``, ``'zoom_out'`` or ``'original'``.
         """
         if group not in LC_GROUPS:
-            raise ValueError(f'Unknown group {group!r}; valid: {list(LC_GROUPS)}')
+            raise OptionError(f'Unknown group {group!r}; valid: {list(LC_GROUPS)}')
         return self.lc_enabled and group in self.lc_on
 
     def make_augmentation(self) -> InvertibleAugmentation | None:

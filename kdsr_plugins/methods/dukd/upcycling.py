@@ -21,6 +21,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from kdsr_plugins.core.schema import check_choice
+
 ZOOM_IN_CROPS: tuple[str, ...] = ('grid', 'random')
 """Accepted values of ``zoom_in_crop``."""
 
@@ -97,8 +99,7 @@ def zoom_in_positions(scale: int, patch_size: int, n: int = 1, crop: str = 'grid
         ValueError: Invalid ``crop``, ``n`` or sizes.
     """
     _check_scale(scale)
-    if crop not in ZOOM_IN_CROPS:
-        raise ValueError(f'Unknown zoom-in crop mode {crop!r}; valid: {list(ZOOM_IN_CROPS)}')
+    check_choice(crop, ZOOM_IN_CROPS, f'Unknown zoom-in crop mode {crop!r}; valid: {list(ZOOM_IN_CROPS)}')
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f'n (n_gt_sub) must be a positive int, got {n!r}')
     if patch_size < 1:
@@ -171,8 +172,7 @@ def zoom_out_samples(lq: Tensor, scale: int, resize: str = 'matlab') -> Tensor:
     """
     _check_square_4d(lq, 'lq')
     zoom_out_size(lq.size(-1), scale)
-    if resize not in ZOOM_OUT_RESIZES:
-        raise ValueError(f'Unknown zoom-out resize {resize!r}; valid: {list(ZOOM_OUT_RESIZES)}')
+    check_choice(resize, ZOOM_OUT_RESIZES, f'Unknown zoom-out resize {resize!r}; valid: {list(ZOOM_OUT_RESIZES)}')
     if resize == 'torch':
         return imresize_torch(lq.detach(), 1 / scale)
     from basicsr.utils.matlab_functions import imresize

@@ -25,13 +25,13 @@ from basicsr.utils import get_root_logger
 from basicsr.utils.registry import LOSS_REGISTRY
 from torch import Tensor, nn
 
+from kdsr_plugins.core.schema import check_choice
+
 __all__ = ['FeatureKDLossBase', 'KDFitNetLoss', 'KDAttentionLoss', 'KDAffinityLoss', 'KDRelationLoss']
 
 
 def _check_choice(cls_name: str, key: str, value: str, valid: Sequence[str]) -> str:
-    if value not in valid:
-        raise ValueError(f'{cls_name}: unknown {key} {value!r}; valid values: {", ".join(valid)}')
-    return value
+    return check_choice(value, valid, f'{cls_name}: unknown {key} {value!r}; valid values: {", ".join(valid)}')
 
 
 def _check_weight(cls_name: str, key: str, value: float) -> float:

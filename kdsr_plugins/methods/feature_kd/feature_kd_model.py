@@ -34,15 +34,14 @@ from kdsr_plugins.core.kd_adapter_arch import KDAdapterBank
 from kdsr_plugins.core.kd_model import KDModel
 from kdsr_plugins.core.arch_info import pad_multiple
 from kdsr_plugins.methods.feature_kd.legacy_options import legacy_feature_loss_opt
+from kdsr_plugins.core.option_checks import loss_block
 from kdsr_plugins.core.options import check_option_keys
+from kdsr_plugins.core.schema import Field, Schema
 from kdsr_plugins.core.taps import FeatureTaps, TapError, TapSpec, resolve_tap
 
 __all__ = ['FeatureKDModel', 'FeatureTermSpec', 'FeatureKDAdapters', 'parse_feature_kd_options']
 
-FEATURE_KD_KEYS = ('positions', 'positions_t', 'positions_s', 'adapter', 'log_pairs', 'terms')
 LIST_FORM_KEYS = ('terms', 'log_pairs')
-TERM_KEYS = ('name', 'positions', 'positions_t', 'positions_s', 'adapter', 'loss')
-LEGACY_KEYS = ('positions', 'type')
 ADAPTER_POLICIES = KDAdapterBank.POLICIES
 #: Default term names (log suffix and adapter-bank key) of the known losses.
 DEFAULT_TERM_NAMES = {'KDFitNetLoss': 'fitnet', 'KDAttentionLoss': 'at', 'KDAffinityLoss': 'fakd',
@@ -99,6 +98,50 @@ def _check_tap_list(value: Any, where: str) -> list[TapSpec]:
     return list(value)
 
 
+def _tap_field(name: str, doc: str) -> Field:
+    return Field(name, 'any', None, doc, check=_check_tap_list, type_doc='list of module paths | body-unit indices')
+
+
+_POSITION_FIELDS = (
+    _tap_field('positions', 'taps of teacher and student (same paths), instead of positions_t + positions_s'),
+    _tap_field('positions_t', 'teacher taps, matched by index with positions_s'),
+    _tap_field('positions_s', 'student taps'),
+)
+_ADAPTER = Field('adapter', 'str', 'auto', 'FitNet regressors: auto (1x1 conv where widths differ), conv1x1, none',
+                 choices=ADAPTER_POLICIES,
+                 message='{where}: unknown value {value}; valid values: ' + ', '.join(ADAPTER_POLICIES) + '.')
+TERM_SCHEMA = Schema('train.feature_kd.terms[]', (
+    Field('name', 'any', None, 'term name [a-z][a-z0-9_]* (log key l_feat_<name>; default from the loss type)'),
+    *_POSITION_FIELDS,
+    _ADAPTER,
+    Field('loss', 'mapping', None, 'loss block of the term (type: KDFitNetLoss | KDAttentionLoss | KDAffinityLoss | '
+          'KDRelationLoss, loss_weight, ...)', dynamic=loss_block, role='loss'),
+), doc='One feature-KD term of the list form.')
+FEATURE_KD_SCHEMA = Schema('train.feature_kd', (
+    *_POSITION_FIELDS,
+    _ADAPTER,
+    Field('log_pairs', 'bool', True, 'log each tap pair as l_feat_<i>',
+          message='train.feature_kd.log_pairs must be true or false, got {value}.'),
+    Field('terms', 'list', None, 'list form: several terms, each entry below (then only log_pairs besides)',
+          item_schema=TERM_SCHEMA),
+), doc='Feature-KD method block: single term (taps + train.feature_opt) or list form (terms).')
+LEGACY_SCHEMA = Schema('train.feature_distillation', (
+    Field('positions', 'any', None, 'taps (list, or {t: [...], g: [...]})'),
+    Field('type', 'str', None, 'SA | AT | Fitnet (yun224/DUKD names)'),
+), doc='yun224/DUKD form: {positions, type} with the weight in train.feature_opt.loss_weight.')
+FEATURE_KD_KEYS = tuple(FEATURE_KD_SCHEMA.keys)
+TERM_KEYS = tuple(TERM_SCHEMA.keys)
+LEGACY_KEYS = tuple(LEGACY_SCHEMA.keys)
+
+
+def _feature_opt_block(value: Any, where: str, warnings: list[str] | None, in_place: bool) -> Any:
+    """``train.feature_opt``: a loss block, or only ``loss_weight`` in the yun224/DUKD form."""
+    if isinstance(value, Mapping) and 'type' not in value:
+        Field('loss_weight', 'number', None, min=0.0).validate(value.get('loss_weight'), f'{where}.loss_weight')
+        return value
+    return loss_block(value, where, warnings, in_place)
+
+
 def _parse_positions(entry: Mapping[str, Any], where: str) -> tuple[list[TapSpec], list[TapSpec], tuple[str, str]]:
     has_plain = 'positions' in entry
     has_pair = 'positions_t' in entry or 'positions_s' in entry
@@ -119,10 +162,7 @@ def _parse_positions(entry: Mapping[str, Any], where: str) -> tuple[list[TapSpec
 
 
 def _parse_adapter(entry: Mapping[str, Any], where: str) -> str:
-    adapter = entry.get('adapter', 'auto')
-    if adapter not in ADAPTER_POLICIES:
-        raise ValueError(f'{where}.adapter: unknown value {adapter!r}; valid values: {", ".join(ADAPTER_POLICIES)}.')
-    return adapter
+    return _ADAPTER.validate(entry.get('adapter', 'auto'), f'{where}.adapter')
 
 
 def _parse_loss_opt(value: Any, where: str) -> dict:
@@ -135,7 +175,7 @@ def _parse_loss_opt(value: Any, where: str) -> dict:
 def _parse_legacy(train_opt: Mapping[str, Any]) -> FeatureTermSpec:
     where = 'train.feature_distillation'
     block = train_opt['feature_distillation']
-    check_option_keys(block, LEGACY_KEYS, where)
+    LEGACY_SCHEMA.check(block, where, defaults=False)
     for key in LEGACY_KEYS:
         if key not in block:
             raise ValueError(f'{where} needs a {key!r} key (yun224/DUKD form: {{positions, type}}).')
@@ -188,10 +228,9 @@ def parse_feature_kd_options(train_opt: Mapping[str, Any]) -> tuple[list[Feature
         raise ValueError('FeatureKDModel needs feature-KD terms: train.feature_kd (+ train.feature_opt, or '
                          'feature_kd.terms) or train.feature_distillation. Use KDModel for output KD only.')
     block = train_opt['feature_kd']
-    check_option_keys(block, FEATURE_KD_KEYS, 'train.feature_kd')
-    log_pairs = block.get('log_pairs', True)
-    if not isinstance(log_pairs, bool):
-        raise ValueError(f'train.feature_kd.log_pairs must be true or false, got {log_pairs!r}.')
+    if isinstance(block, Mapping):
+        check_option_keys(block, FEATURE_KD_KEYS, 'train.feature_kd')  # unknown keys first, then the values
+    log_pairs = FEATURE_KD_SCHEMA.check(block)['log_pairs']
     if 'terms' not in block:
         if train_opt.get('feature_opt') is None:
             raise ValueError('train.feature_kd needs its loss: train.feature_opt (e.g. {type: KDAffinityLoss, '
@@ -215,7 +254,7 @@ def parse_feature_kd_options(train_opt: Mapping[str, Any]) -> tuple[list[Feature
     specs: list[FeatureTermSpec] = []
     for i, entry in enumerate(entries):
         where = f'train.feature_kd.terms[{i}]'
-        check_option_keys(entry, TERM_KEYS, where)
+        TERM_SCHEMA.check(entry, where, defaults=False)
         if 'loss' not in entry:
             raise ValueError(f'{where} needs a loss (e.g. {{type: KDFitNetLoss, loss_weight: 10.0}}).')
         loss_opt = _parse_loss_opt(entry['loss'], f'{where}.loss')
@@ -270,6 +309,14 @@ class FeatureKDModel(KDModel):
     every tap, so unknown taps, spatial mismatches and channel mismatches without adapter fail
     before training. In test mode only the student is built.
     """
+
+    option_fields = {'train': (
+        Field('feature_kd', 'mapping', None, 'feature-KD method block', schema=FEATURE_KD_SCHEMA, role='method'),
+        Field('feature_opt', 'mapping', None, 'loss block of the single-term form (l_feat)',
+              dynamic=_feature_opt_block, role='loss'),
+        Field('feature_distillation', 'mapping', None, 'yun224/DUKD form of the method block',
+              schema=LEGACY_SCHEMA, role='method'),
+    )}
 
     def __init__(self, opt: dict) -> None:
         self.feature_terms: list[_FeatureTerm] = []

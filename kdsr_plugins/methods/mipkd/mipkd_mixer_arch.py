@@ -21,6 +21,8 @@ import torch
 from basicsr.utils.registry import ARCH_REGISTRY
 from torch import Tensor, nn
 
+from kdsr_plugins.core.schema import check_choice
+
 __all__ = ['MiPKDMixer', 'MiPKDMixerBank', 'MiPKDPlan', 'random_mask', 'TEACHER', 'STUDENT',
            'ENC_TYPES', 'ENCODERS', 'STUDENT_ADAPTERS', 'MASK_TYPES']
 
@@ -73,8 +75,7 @@ def random_mask(batch: int, channels: int, height: int, width: int, prob: float,
         raise ValueError(f'mask prob must be in [0, 1], got {prob!r}')
     shapes = {'random3d': (batch, channels, height, width), 'spatial': (batch, 1, height, width),
               'channel': (batch, channels, 1, 1)}
-    if mask_type not in shapes:
-        raise ValueError(f'unknown mask_type {mask_type!r}; valid values: {", ".join(MASK_TYPES)}')
+    check_choice(mask_type, shapes, f'unknown mask_type {mask_type!r}; valid values: {", ".join(MASK_TYPES)}')
     return torch.rand(shapes[mask_type], device=device, generator=generator) < float(prob)
 
 
@@ -110,8 +111,7 @@ class MiPKDMixer(nn.Module):
         layers = _positive_int(enc_layers, 'enc_layers')
         for key, value, valid in (('enc_type', enc_type, ENC_TYPES), ('encoder', encoder, ENCODERS),
                                   ('student_adapter', student_adapter, STUDENT_ADAPTERS)):
-            if value not in valid:
-                raise ValueError(f'MiPKDMixer: unknown {key} {value!r}; valid values: {", ".join(valid)}')
+            check_choice(value, valid, f'MiPKDMixer: unknown {key} {value!r}; valid values: {", ".join(valid)}')
         if encoder == 'none':
             if latent_dim not in (None, c_t):
                 raise ValueError(f'MiPKDMixer: encoder none mixes in the teacher space, so latent_dim must be '
@@ -238,8 +238,8 @@ class MiPKDMixerBank(nn.Module):
     def __init__(self, channel_pairs: Sequence[Sequence[int]], compute_feat: bool = True, compute_ae: bool = True,
                  ae_student: bool = False, bpm_mode: str = 'single', **mixer_kwargs) -> None:
         super().__init__()
-        if bpm_mode not in self.BPM_MODES:
-            raise ValueError(f'MiPKDMixerBank: unknown bpm_mode {bpm_mode!r}; valid: {", ".join(self.BPM_MODES)}')
+        check_choice(bpm_mode, self.BPM_MODES,
+                     f'MiPKDMixerBank: unknown bpm_mode {bpm_mode!r}; valid: {", ".join(self.BPM_MODES)}')
         pairs = [tuple(int(c) for c in p) for p in channel_pairs]
         if not pairs or any(len(p) != 2 for p in pairs):
             raise ValueError(f'MiPKDMixerBank: need one (C_T, C_S) pair per position, got {channel_pairs!r}')

@@ -30,7 +30,8 @@ from torch import Tensor, nn
 from kdsr_plugins.methods.mipkd.mipkd_mixer_arch import (ENC_TYPES, ENCODERS, MASK_TYPES, STUDENT, STUDENT_ADAPTERS,
                                                  TEACHER, MiPKDMixerBank, MiPKDPlan, random_mask)
 from kdsr_plugins.core.kd_model import KDModel
-from kdsr_plugins.core.options import check_option_keys, option_bool, option_choice
+from kdsr_plugins.core.option_checks import loss_block
+from kdsr_plugins.core.schema import Field, OptionError, Schema
 from kdsr_plugins.core.stage_runners import (StageContext, StageRunner, build_stage_runner, feature_channels,
                                               num_units, unit_module_path)
 from kdsr_plugins.core.taps import FeatureTaps
@@ -39,10 +40,6 @@ __all__ = ['MiPKDModel', 'MiPKDOptions', 'MiPKDPath', 'MIPKD_OPT_KEYS', 'DEFAULT
 
 BPM_MODES = ('single', 'chained', 'off')
 BLOCK_TARGETS = ('teacher', 'gt', 'both')
-MIPKD_OPT_KEYS = ('positions_t', 'positions_s', 'latent_dim', 'enc_type', 'enc_layers', 'encoder', 'mask_type',
-                  'mask_prob', 'use_ae_loss', 'ae_student', 'bpm_mode', 'path_prob', 'student_adapter',
-                  'block_target')
-"""Valid keys of ``train.mipkd_opt``."""
 _WHERE = 'train.mipkd_opt'  # option-name prefix in error messages
 
 #: Loss blocks of the method and their defaults (used when the key is absent; ``~`` disables).
@@ -53,30 +50,46 @@ DEFAULT_LOSSES = {
 }
 
 
-def _prob(key: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
-        raise ValueError(f'train.mipkd_opt.{key}: expected a probability in [0, 1], got {value!r}')
-    return float(value)
-
-
-def _optional_positive_int(key: str, value: Any) -> Optional[int]:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f'train.mipkd_opt.{key}: expected a positive integer (or ~), got {value!r}')
-    return value
-
-
-def _positions_spec(key: str, value: Any) -> Optional[list]:
+def _positions_spec(value: Any, where: str) -> Optional[list]:
     if value is None:
         return None
     if not isinstance(value, (list, tuple)) or not value:
-        raise ValueError(f'train.mipkd_opt.{key}: expected a non-empty list of body-unit indices or unit paths, '
-                         f'got {value!r}')
+        raise OptionError(f'{where}: expected a non-empty list of body-unit indices or unit paths, got {value!r}')
     for v in value:
         if isinstance(v, bool) or not isinstance(v, (int, str)):
-            raise ValueError(f'train.mipkd_opt.{key}: entries must be ints or unit paths, got {v!r}')
+            raise OptionError(f'{where}: entries must be ints or unit paths, got {v!r}')
     return list(value)
+
+
+def _prob(name: str, default: float, doc: str) -> Field:
+    return Field(name, 'number', default, doc, min=0.0, max=1.0,
+                 message='{where}: expected a probability in [0, 1], got {value}')
+
+
+MIPKD_SCHEMA = Schema(_WHERE, (
+    Field('positions_t', 'list', None, 'teacher stage ends: body-unit indices or unit paths (~: K = 4 evenly '
+          'spaced)', check=_positions_spec),
+    Field('positions_s', 'list', None, 'student stage ends, matched 1:1 with positions_t', check=_positions_spec),
+    Field('latent_dim', 'int', None, 'latent channels of the encoders (~: C_T)', min=1,
+          message='{where}: expected a positive integer (or ~), got {value}'),
+    Field('enc_type', 'str', 'cnn', 'encoder / decoder type', choices=ENC_TYPES),
+    Field('enc_layers', 'int', 2, 'layers per encoder / decoder', min=1,
+          message='{where}: expected an integer >= 1, got {value}'),
+    Field('encoder', 'str', 'separate', 'separate: E_T and E_S; shared: one encoder; none: identity',
+          choices=ENCODERS),
+    Field('mask_type', 'str', 'random3d', 'mask of the feature prior mixer', choices=MASK_TYPES),
+    _prob('mask_prob', 0.5, 'probability that a latent element comes from the teacher'),
+    Field('use_ae_loss', 'bool', True, 'teacher auto-encoder term l_ae'),
+    Field('ae_student', 'bool', False, 'student auto-encoder term l_ae_s'),
+    Field('bpm_mode', 'str', 'single', 'block prior mixer: single stage, chained stages or off', choices=BPM_MODES),
+    _prob('path_prob', 0.5, 'probability of routing a block-prior-mixer stage through the student'),
+    Field('student_adapter', 'str', 'decoder', 'how the mixed latent returns to student width',
+          choices=STUDENT_ADAPTERS),
+    Field('block_target', 'str', 'teacher', 'target of l_bpm: T(x), the GT or the mean of both',
+          choices=BLOCK_TARGETS),
+), doc='MiPKD method block (docs/mipkd.md).')
+MIPKD_OPT_KEYS = tuple(MIPKD_SCHEMA.keys)
+"""Valid keys of ``train.mipkd_opt``."""
 
 
 @dataclass
@@ -101,29 +114,10 @@ class MiPKDOptions:
     @classmethod
     def from_dict(cls, block: Optional[Mapping[str, Any]]) -> 'MiPKDOptions':
         """Validate a ``train.mipkd_opt`` mapping; unknown keys raise listing the valid ones."""
-        check_option_keys(block, MIPKD_OPT_KEYS, 'train.mipkd_opt')
-        b = dict(block or {})
-        d = cls()
-        enc_layers = b.get('enc_layers', d.enc_layers)
-        if isinstance(enc_layers, bool) or not isinstance(enc_layers, int) or enc_layers < 1:
-            raise ValueError(f'train.mipkd_opt.enc_layers: expected an integer >= 1, got {enc_layers!r}')
-        return cls(
-            positions_t=_positions_spec('positions_t', b.get('positions_t')),
-            positions_s=_positions_spec('positions_s', b.get('positions_s')),
-            latent_dim=_optional_positive_int('latent_dim', b.get('latent_dim')),
-            enc_type=option_choice(f'{_WHERE}.enc_type', b.get('enc_type', d.enc_type), ENC_TYPES),
-            enc_layers=enc_layers,
-            encoder=option_choice(f'{_WHERE}.encoder', b.get('encoder', d.encoder), ENCODERS),
-            mask_type=option_choice(f'{_WHERE}.mask_type', b.get('mask_type', d.mask_type), MASK_TYPES),
-            mask_prob=_prob('mask_prob', b.get('mask_prob', d.mask_prob)),
-            use_ae_loss=option_bool(f'{_WHERE}.use_ae_loss', b.get('use_ae_loss', d.use_ae_loss)),
-            ae_student=option_bool(f'{_WHERE}.ae_student', b.get('ae_student', d.ae_student)),
-            bpm_mode=option_choice(f'{_WHERE}.bpm_mode', b.get('bpm_mode', d.bpm_mode), BPM_MODES),
-            path_prob=_prob('path_prob', b.get('path_prob', d.path_prob)),
-            student_adapter=option_choice(f'{_WHERE}.student_adapter', b.get('student_adapter', d.student_adapter),
-                                    STUDENT_ADAPTERS),
-            block_target=option_choice(f'{_WHERE}.block_target', b.get('block_target', d.block_target), BLOCK_TARGETS),
-        )
+        values = MIPKD_SCHEMA.check(block)
+        for key in ('mask_prob', 'path_prob'):
+            values[key] = float(values[key])
+        return cls(**values)
 
 
 def resolve_positions(net: nn.Module, spec: Sequence[int | str], what: str) -> list[int]:
@@ -191,6 +185,13 @@ class MiPKDModel(KDModel):
     Method options: ``train.mipkd_opt`` (:class:`MiPKDOptions`). Distributed runs need top-level
     ``find_unused_parameters: true``.
     """
+
+    option_fields = {'train': (
+        Field('mipkd_opt', 'mapping', None, 'MiPKD method block', schema=MIPKD_SCHEMA, role='method'),
+        *(Field(key, 'mapping', loss, f'loss block of l_{name} (~: off)', dynamic=loss_block, role='loss',
+                nullable=True)
+          for (key, loss), name in zip(DEFAULT_LOSSES.items(), ('fpm', 'ae and l_ae_s', 'bpm'))),
+    )}
 
     def __init__(self, opt: dict) -> None:
         if opt.get('is_train', False) and opt.get('dist', False) and not opt.get('find_unused_parameters', False):

@@ -16,16 +16,32 @@ from torch import nn
 from kdsr_plugins.core.arch_info import mirror_pad
 from kdsr_plugins.core.checkpoints import (CheckpointError, extract_state_dict, is_state_dict, load_checkpoint_file,
                                            load_state_dict_into)
-from kdsr_plugins.core.options import arch_scale, check_option_keys
+from kdsr_plugins.core.option_checks import network_block
+from kdsr_plugins.core.options import arch_scale
+from kdsr_plugins.core.schema import Field, Schema, check_choice
 from kdsr_plugins.core.teachers import TeacherSpec
 from kdsr_plugins.methods.mtkd.public_checkpoint import PUBLIC_MTKD_OUTPUT_CONVENTION, convert_public_mtkd_aggregator
 
 __all__ = ['AGGREGATOR_KEYS', 'TeacherOrderError', 'check_teacher_order', 'kd_meta_of', 'load_aggregator', 'teacher_sr']
 
-AGGREGATOR_KEYS = ('network', 'pretrain', 'param_key', 'strict_load', 'teacher_order', 'teacher_order_check',
-                   'format')
 AGGREGATOR_FORMATS = ('basicsr', 'public_mtkd')
 ORDER_CHECK_MODES = ('error', 'warn')
+#: The top-level ``aggregator`` block of MTKD stage 2.
+AGGREGATOR_SCHEMA = Schema('aggregator', (
+    Field('network', 'mapping', None, 'network block of the aggregator (num_teachers / upscale default to the run)',
+          dynamic=network_block, role='network'),
+    Field('pretrain', 'str', None, 'stage-1 checkpoint (required)'),
+    Field('param_key', 'str', 'params_ema', 'key of the weights (falls back to params)', nullable=True),
+    Field('strict_load', 'bool', True, 'load strictly'),
+    Field('teacher_order', 'list', None, 'teacher names in the order the aggregator was trained with (required '
+          'without kd_meta)'),
+    Field('teacher_order_check', 'str', 'error', 'error | warn on a teacher-order mismatch', choices=ORDER_CHECK_MODES,
+          message='teacher_order_check must be one of ' + str(ORDER_CHECK_MODES) + ', got {value}.'),
+    Field('format', 'str', 'basicsr', 'checkpoint format', choices=AGGREGATOR_FORMATS,
+          message='aggregator.format must be one of ' + str(AGGREGATOR_FORMATS) + ', got {value}.'),
+), doc='Frozen MTKD aggregator of stage 2 (docs/mtkd.md); aggregator: ~ with train.fixed_teacher_weights for the '
+       'fixed-weight baseline.')
+AGGREGATOR_KEYS = tuple(AGGREGATOR_SCHEMA.keys)
 
 
 class TeacherOrderError(ValueError):
@@ -60,8 +76,7 @@ def check_teacher_order(names: Sequence[str], trained_order: Sequence[str], sour
     Raises:
         TeacherOrderError: Mismatch and mode ``error``.
     """
-    if mode not in ORDER_CHECK_MODES:
-        raise ValueError(f'teacher_order_check must be one of {ORDER_CHECK_MODES}, got {mode!r}.')
+    check_choice(mode, ORDER_CHECK_MODES, f'teacher_order_check must be one of {ORDER_CHECK_MODES}, got {mode!r}.')
     problems = []
     if list(names) != list(trained_order):
         problems.append(f'{source} was trained on the teacher outputs stacked in the order {list(trained_order)}, '
@@ -98,13 +113,11 @@ def load_aggregator(agg_opt: Mapping[str, Any], specs: Sequence[TeacherSpec], sc
     Raises:
         ValueError / TeacherOrderError / CheckpointError: Inconsistent options or checkpoint.
     """
-    check_option_keys(agg_opt, AGGREGATOR_KEYS, 'aggregator')
+    AGGREGATOR_SCHEMA.check(agg_opt, defaults=False)
     warnings: list[str] = []
     if 'network' not in agg_opt:
         raise ValueError('aggregator needs a network block ({type: MTKDDCTSwin, ...}).')
-    fmt = agg_opt.get('format', 'basicsr')
-    if fmt not in AGGREGATOR_FORMATS:
-        raise ValueError(f'aggregator.format must be one of {AGGREGATOR_FORMATS}, got {fmt!r}.')
+    fmt = AGGREGATOR_SCHEMA['format'].validate(agg_opt.get('format', 'basicsr'), 'aggregator.format')
     net_opt = dict(agg_opt['network'])
     net_opt.setdefault('num_teachers', len(specs))
     net_opt.setdefault('upscale', int(scale))

@@ -19,6 +19,7 @@ from basicsr.archs.swinir_arch import (RSTB, PatchEmbed, PatchUnEmbed, SwinTrans
                                        window_partition, window_reverse)
 from basicsr.utils.registry import ARCH_REGISTRY
 from kdsr_plugins.methods.mtkd.dct import dct_matrix, idct_matrix, pad_to_multiple
+from kdsr_plugins.core.schema import check_choice
 
 __all__ = ['MTKDDCTSwin', 'DCTSwinBlock', 'RGB_MEAN', 'OUTPUT_CONVENTIONS', 'MASK_MODES']
 
@@ -78,8 +79,7 @@ class DCTSwinBlock(SwinTransformerBlock):
         # the parent may have shrunk self.window_size; it then disables the shift (SwinIR rule)
         self.shift_size = 0 if min(input_resolution) <= window_size else shift_size
         assert 0 <= self.shift_size < self.window_size, 'shift_size must in 0-window_size'
-        if mask_mode not in MASK_MODES:
-            raise ValueError(f'mask_mode must be one of {MASK_MODES}, got {mask_mode!r}')
+        check_choice(mask_mode, MASK_MODES, f'mask_mode must be one of {MASK_MODES}, got {mask_mode!r}')
         self.mask_mode = mask_mode
         ws = self.window_size
         self.register_buffer('dct_m', dct_matrix(ws, None, dtype=torch.float32), persistent=False)
@@ -229,10 +229,9 @@ class MTKDDCTSwin(nn.Module):
             in_chans = 3 * int(num_teachers)
         elif in_chans != 3 * int(num_teachers):
             raise ValueError(f'in_chans={in_chans} does not match num_teachers={num_teachers} (3 channels each)')
-        if output_convention not in OUTPUT_CONVENTIONS:
-            raise ValueError(f'output_convention must be one of {OUTPUT_CONVENTIONS}, got {output_convention!r}')
-        if mask_mode not in MASK_MODES:
-            raise ValueError(f'mask_mode must be one of {MASK_MODES}, got {mask_mode!r}')
+        check_choice(output_convention, OUTPUT_CONVENTIONS,
+                     f'output_convention must be one of {OUTPUT_CONVENTIONS}, got {output_convention!r}')
+        check_choice(mask_mode, MASK_MODES, f'mask_mode must be one of {MASK_MODES}, got {mask_mode!r}')
         if upsampler != 'pixelshuffle':
             raise ValueError(f"MTKDDCTSwin supports only upsampler='pixelshuffle', got {upsampler!r}")
         if len(depths) != len(num_heads):

@@ -15,6 +15,7 @@ from torch import nn
 from basicsr.utils.registry import LOSS_REGISTRY
 from kdsr_plugins.methods.mtkd.dct import dct_2d
 from kdsr_plugins.methods.mtkd.haar import haar_dwt
+from kdsr_plugins.core.schema import check_choice
 
 __all__ = ['KDWaveletLoss', 'KDDCTLoss', 'KDFFTLoss']
 
@@ -120,8 +121,7 @@ class KDDCTLoss(nn.Module):
     def __init__(self, loss_weight: float = 1.0, norm: Optional[str] = None, reduction: str = 'mean') -> None:
         super().__init__()
         _check_reduction(reduction)
-        if norm not in (None, 'ortho'):
-            raise ValueError(f"norm must be None or 'ortho', got {norm!r}")
+        check_choice(norm, (None, 'ortho'), f"norm must be None or 'ortho', got {norm!r}")
         self.loss_weight = float(loss_weight)
         self.norm = norm
         self.reduction = reduction
@@ -149,8 +149,7 @@ class KDFFTLoss(nn.Module):
     def __init__(self, loss_weight: float = 1.0, fft_norm: str = 'backward', reduction: str = 'mean') -> None:
         super().__init__()
         _check_reduction(reduction)
-        if fft_norm not in ('backward', 'ortho', 'forward'):
-            raise ValueError(f'Unsupported fft_norm {fft_norm!r}')
+        check_choice(fft_norm, ('backward', 'ortho', 'forward'), f'Unsupported fft_norm {fft_norm!r}')
         self.loss_weight = float(loss_weight)
         self.fft_norm = fft_norm
         self.reduction = reduction

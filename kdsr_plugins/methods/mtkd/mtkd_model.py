@@ -25,7 +25,9 @@ from kdsr_plugins.core.checkpoints import (CheckpointError, extract_state_dict, 
 from kdsr_plugins.methods.mtkd.public_checkpoint import PUBLIC_MTKD_OUTPUT_CONVENTION, convert_public_mtkd_aggregator
 from kdsr_plugins.core.kd_model import KDModel
 from kdsr_plugins.core.teachers import parse_teacher_specs
-from kdsr_plugins.methods.mtkd.aggregator import check_teacher_order, kd_meta_of, load_aggregator
+from kdsr_plugins.core.option_checks import loss_block
+from kdsr_plugins.core.schema import Field
+from kdsr_plugins.methods.mtkd.aggregator import AGGREGATOR_SCHEMA, check_teacher_order, kd_meta_of, load_aggregator
 
 __all__ = ['MTKDAggregatorModel', 'MTKDStudentModel']
 
@@ -86,6 +88,8 @@ class MTKDAggregatorModel(_MTKDBase):
 
     teachers_at_test = True
     uses_output_kd = False
+    option_fields = {'train': (Field('kd_opt', 'mapping', None, 'not used', dynamic=loss_block, role='loss',
+                                     ignored='MTKDAggregatorModel trains against GT only.'),)}
 
     def load_network(self, net: nn.Module, load_path: str, strict: bool = True, param_key: str | None = 'params',
                      what: str = 'network') -> None:
@@ -174,6 +178,17 @@ class MTKDStudentModel(_MTKDBase):
     With ``aggregator: ~`` and ``train.fixed_teacher_weights: [w_1, ..., w_N]`` the no-aggregator
     baseline sum_i w_i * kd_opt(S, T_i) is used instead (logged ``l_kd_<name>``).
     """
+
+    option_fields = {
+        '': (Field('aggregator', 'mapping', None, 'frozen stage-1 aggregator', schema=AGGREGATOR_SCHEMA,
+                   role='method', nullable=True),),
+        'train': (Field('kd_opt', 'mapping', DEFAULT_STAGE2_KD_OPT, 'loss block: student vs aggregator output (l_kd)',
+                        dynamic=loss_block, role='loss'),
+                  Field('pixel_opt', 'mapping', DEFAULT_STAGE2_PIXEL_OPT, 'loss block: student vs GT (l_pix)',
+                        dynamic=loss_block, role='loss'),
+                  Field('fixed_teacher_weights', 'list', None, 'weights w_i of the no-aggregator baseline (with '
+                        'aggregator: ~)', item='number')),
+    }
 
     def init_training_settings(self) -> None:
         train_opt = self.opt['train']
