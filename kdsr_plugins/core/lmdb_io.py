@@ -25,8 +25,9 @@ from dataclasses import dataclass
 
 import lmdb
 
-__all__ = ['META_INFO_FILE', 'MIN_MAP_SIZE', 'LmdbCheckError', 'estimate_map_size', 'MetaEntry', 'is_valid_key', 'meta_info_key', 'parse_meta_line',
-           'format_meta_line', 'read_meta_info', 'meta_info_keys', 'meta_info_shapes', 'LmdbWriter']
+__all__ = ['META_INFO_FILE', 'MIN_MAP_SIZE', 'LmdbCheckError', 'LmdbWriter', 'MetaEntry', 'estimate_map_size',
+           'format_meta_line', 'is_valid_key', 'meta_info_key', 'meta_info_keys', 'meta_info_shapes', 'parse_meta_line',
+           'read_meta_info']
 
 META_INFO_FILE = 'meta_info.txt'
 MIN_MAP_SIZE = 64 << 20

@@ -9,8 +9,16 @@ import pytest
 from basicsr.data.data_util import paired_paths_from_lmdb
 from basicsr.utils.lmdb_util import make_lmdb_from_imgs
 
-from kdsr_plugins.core.lmdb_io import (LmdbCheckError, LmdbWriter, is_valid_key, meta_info_key, meta_info_keys,
-                                       meta_info_shapes, parse_meta_line, read_meta_info)
+from kdsr_plugins.core.lmdb_io import (
+    LmdbCheckError,
+    LmdbWriter,
+    is_valid_key,
+    meta_info_key,
+    meta_info_keys,
+    meta_info_shapes,
+    parse_meta_line,
+    read_meta_info,
+)
 
 
 def _png(rng, h, w):
