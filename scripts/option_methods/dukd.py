@@ -2,8 +2,9 @@
 
 Per-config loss weights and switches copy the public yun224/DUKD configs; our defaults for the
 divergence options are written out explicitly. Each config comes twice: the LMDB sub-image
-recipe (``dukd_<arch>_<tag>.yml``) and full DIV2K images read from disk as the public configs do
-(``..._disk.yml``).
+recipe (``train_DUKD_<Arch>_<tag>.yml``) and full DIV2K images read from disk as the public configs do
+(``train_DUKD_<Arch>_<tag>_disk.yml``); file names follow every method's ``train_<run name>.yml`` /
+``test_<run name>.yml``.
 """
 from option_templates import insert_after, DIV2K_LMDB, PAIRS, SCALES, pair_tag, test_options, train_options
 
@@ -69,10 +70,10 @@ def generate() -> dict:
     out = {}
     for family in PAIRS:
         for scale in SCALES:
-            stem = f'dukd_{family.lower()}_{pair_tag(family, scale)}'
-            out[f'options/train/DUKD/{stem}.yml'] = train_config(family, scale, disk=False)
-            out[f'options/train/DUKD/{stem}_disk.yml'] = train_config(family, scale, disk=True)
             name = run_name(family, scale)
-            out[f'options/test/DUKD/test_{stem}.yml'] = test_options(f'test_{name}', name, family, scale,
-                                                                     model_type='DUKDModel')
+            out[f'options/train/DUKD/train_{name}.yml'] = train_config(family, scale, disk=False)
+            out[f'options/train/DUKD/train_{run_name(family, scale, disk=True)}.yml'] = train_config(family, scale,
+                                                                                                  disk=True)
+            out[f'options/test/DUKD/test_{name}.yml'] = test_options(f'test_{name}', name, family, scale,
+                                                                    model_type='DUKDModel')
     return out
