@@ -1,4 +1,4 @@
-"""DUKD (``DUKDModel``) for the EDSR, RCAN and SwinIR pairs at x2, x3, x4 (dukd.md §5.1, §7).
+"""DUKD (``DUKDModel``) for the EDSR, RCAN and SwinIR pairs at x2, x3, x4 (docs/dukd.md, "Shipped YAMLs").
 
 Per-config loss weights and switches copy the public yun224/DUKD configs; our defaults for the
 divergence options are written out explicitly. Each config comes twice: the LMDB sub-image
@@ -56,7 +56,8 @@ def disk_train_set(scale: int, train_set: dict) -> dict:
 def train_config(family: str, scale: int, disk: bool) -> dict:
     name = run_name(family, scale, disk)
     opt = train_options(name, 'DUKDModel', family, scale, method_train=method_train(family, scale))
-    # The student wrapper runs 2-3 times per backward; DDP needs no unused-parameter search (kd_core §7.3).
+    # The student wrapper runs 2-3 times per backward; DDP needs no unused-parameter search
+    # (docs/core.md, "Distributed training").
     opt = insert_after(opt, 'num_gpu', 'find_unused_parameters', False)
     if disk:
         opt['datasets']['train'] = disk_train_set(scale, opt['datasets']['train'])

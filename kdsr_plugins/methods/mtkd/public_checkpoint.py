@@ -1,6 +1,6 @@
 """Loading aggregator checkpoints written by the public MTKD code (YuxuanJJ/MTKD ``DCTSwin``).
 
-The reference ``DCTSwin`` uses BasicSR SwinIR's module names (mtkd.md §3.7), which
+The reference ``DCTSwin`` uses BasicSR SwinIR's module names (docs/mtkd.md, "2. Stage 1"), which
 ``MTKDDCTSwin`` keeps, so the only layout differences are:
 
 * ``layers.<i>.residual_group.blocks.<j>.attn_mask``: a persistent mask buffer of every shifted
