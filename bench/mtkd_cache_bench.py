@@ -2,7 +2,7 @@
 
 Usage (CPU, a few minutes)::
 
-    .venv/bin/python bench/mtkd_cache_bench.py [--work /tmp/mtkd_cache_bench] [--iters 300]
+    .venv/bin/python bench/mtkd_cache_bench.py [--work DIR (default: <temp dir>/mtkd_cache_bench)] [--iters 300]
         [--teacher-iters 400] [--threads 1] [--out bench/results/mtkd_cache.md]
 
 Steps: build the demo dataset (x4); pretrain two tiny teachers from scratch (EDSR f32 b4 and a

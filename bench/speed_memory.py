@@ -1,7 +1,7 @@
 """Speed, memory and arithmetic of one training iteration per method, on CPU, at one fixed configuration.
 
 Configuration: EDSR 64c16b teacher -> EDSR 32c8b student, x4, batch 16, LR patch 48 (random
-weights, synthetic batches: LMDB data time is negligible, platform spec §9). Each method runs in
+weights, synthetic batches: LMDB data time is negligible). Each method runs in
 its own process; the process also measures, in the same run, the student trained alone and one
 no-grad teacher forward, so "inherent KD cost" = student step + teacher forward.
 

@@ -69,7 +69,7 @@ def div2k_train(scale: int, lr_patch: int = 48, batch: int = 16) -> dict:
 def train_options(name: str, model_type: str, family: str, scale: int, method_train: dict | None = None,
                   total_iter: int = 250000, milestones: tuple = (100000, 200000), lr: float = 1e-4,
                   seed: int = 10, teacher: bool = True) -> dict:
-    """The DUKD/MiPKD recipe (kd_core, dukd spec §7) for one pair and scale."""
+    """The DUKD/MiPKD recipe (docs/dukd.md "Shipped YAMLs", docs/mipkd.md) for one pair and scale."""
     pair = PAIRS[family]
     datasets = {'train': div2k_train(scale)}
     for i, set_name in enumerate(BENCHMARK_SETS):

@@ -417,11 +417,11 @@ PUBLIC = {('edsr', 2): (5.0, 1.0, 2, True, 0.3), ('edsr', 3): (5.0, 1.0, 1, True
 
 def test_shipped_yamls_match_public_configs():
     root = osp.dirname(TESTS_DIR)
-    files = sorted(glob.glob(osp.join(root, 'options', 'train', 'DUKD', 'dukd_*.yml')))
+    files = sorted(glob.glob(osp.join(root, 'options', 'train', 'DUKD', 'train_DUKD_*.yml')))
     assert len(files) == 18
     for path in files:
         opt = yaml.safe_load(open(path))
-        family, scale = osp.basename(path).split('_')[1], int(opt['scale'])
+        family, scale = osp.basename(path).split('_')[2].lower(), int(opt['scale'])
         w_pix, w_kd, n, zoom_out, prob = PUBLIC[(family, scale)]
         o = DUKDOptions.from_train_opt(opt['train'])
         assert (o.w_pix, o.w_kd, o.n_gt_sub, o.zoom_out, o.noisy_prob) == (w_pix, w_kd, n, zoom_out, prob), path
@@ -437,5 +437,5 @@ def test_shipped_yamls_match_public_configs():
             assert 'DUKD_EDSR_x2c256b32_c64b32' in opt['path']['pretrain_network_g']
         fake = types.SimpleNamespace(opt=opt, scale=scale, dukd=o, teacher_specs=parse_teacher_specs(opt))
         DUKDModel.check_patch_sizes(fake)  # every input size valid for the nets (SwinIR window 8)
-    tests = glob.glob(osp.join(root, 'options', 'test', 'DUKD', 'test_dukd_*.yml'))
+    tests = glob.glob(osp.join(root, 'options', 'test', 'DUKD', 'test_DUKD_*.yml'))
     assert len(tests) == 9

@@ -41,7 +41,7 @@ def find_latest_state(state_dir: str) -> str | None:
 
 
 def load_resume_state(opt: dict) -> dict | None:
-    """CPU-safe replacement of ``basicsr.train.load_resume_state`` (platform spec R1).
+    """CPU-safe replacement of ``basicsr.train.load_resume_state`` (docs/core.md, "Compatibility fixes (R1–R4)").
 
     Auto-resume looks under ``<root_path>/experiments/<name>/training_states``; storages are
     mapped to the current CUDA device only when CUDA is used, else to the CPU. Frozen networks
@@ -85,7 +85,7 @@ def load_resume_state(opt: dict) -> dict | None:
 
 
 def init_dist(launcher: str, backend: str | None = None, **kwargs: Any) -> None:
-    """CPU-safe replacement of ``basicsr.utils.dist_util.init_dist`` (platform spec R2).
+    """CPU-safe replacement of ``basicsr.utils.dist_util.init_dist`` (docs/core.md, "Compatibility fixes (R1–R4)").
 
     ``pytorch`` launcher: ``nccl`` with one device per local rank when CUDA devices exist,
     ``gloo`` otherwise. ``slurm`` is delegated to BasicSR.
@@ -183,7 +183,7 @@ def safe_ordered_yaml() -> tuple[type, type]:
 
 
 def _checked_build_dataset(build_dataset: Any) -> Any:
-    """Wrap BasicSR's ``build_dataset`` so paired LMDB blocks are validated first (utils.dataset_checks)."""
+    """Wrap BasicSR's ``build_dataset`` so paired LMDB blocks are validated first (core.dataset_checks)."""
     if getattr(build_dataset, '_kdsr_checked', False):
         return build_dataset
 

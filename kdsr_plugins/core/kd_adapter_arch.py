@@ -1,4 +1,4 @@
-"""FitNet regressors (kd_core.md §9.2): a 1×1 conv adapter and a per-tap-pair adapter bank."""
+"""FitNet regressors (docs/feature_kd.md, "FitNet"): a 1×1 conv adapter and a per-tap-pair adapter bank."""
 from __future__ import annotations
 
 from typing import List, Sequence, Tuple

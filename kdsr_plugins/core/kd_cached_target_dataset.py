@@ -31,9 +31,10 @@ from torch.utils import data
 from torchvision.transforms.functional import normalize
 
 from kdsr_plugins.core.schema import check_choice
+from kdsr_plugins.core.lmdb_io import meta_info_keys
 
 __all__ = ['KDCachedTargetDataset', 'CACHE_META_FILE', 'ENCODINGS', 'DEFAULT_VALUE_RANGE', 'encode_target',
-           'decode_target', 'read_cache_meta', 'lmdb_keys', 'target_roots', 'check_cached_targets']
+           'decode_target', 'read_cache_meta', 'target_roots', 'check_cached_targets']
 
 CACHE_META_FILE = 'kd_cache_meta.json'
 ENCODINGS = ('png16', 'png8', 'npy32')
@@ -91,15 +92,6 @@ def decode_target(buf: bytes, encoding: str = 'png16', value_range: tuple[float,
 
 
 # --------------------------------------------------------------------------------------------- metadata
-def lmdb_keys(lmdb_path: str) -> list[str]:
-    """Keys of a BasicSR LMDB, read from its ``meta_info.txt`` (in file order)."""
-    meta = osp.join(lmdb_path, 'meta_info.txt')
-    if not osp.isfile(meta):
-        raise FileNotFoundError(f'{lmdb_path!r} is not a BasicSR LMDB: {meta} is missing.')
-    with open(meta) as f:
-        return [line.split('.')[0] for line in f if line.strip()]
-
-
 def read_cache_meta(lmdb_path: str) -> dict[str, Any]:
     """``kd_cache_meta.json`` of a target cache.
 
@@ -204,7 +196,7 @@ class KDCachedTargetDataset(data.Dataset):
             meta = read_cache_meta(root)
             if 'scale' in opt and int(meta.get('scale', opt['scale'])) != int(opt['scale']):
                 raise ValueError(f'Cache {root!r} was made at x{meta["scale"]}, the dataset is x{opt["scale"]}.')
-            missing = sorted(gt_keys - set(lmdb_keys(root)))
+            missing = sorted(gt_keys - set(meta_info_keys(root)))
             if missing:
                 raise ValueError(f'Cache {root!r} lacks {len(missing)} GT key(s) (e.g. {missing[:3]}): it was made '
                                  'from another training set or interrupted; rebuild it.')

@@ -1,6 +1,6 @@
 """``KDModel``: the KD core every method extends, and output ("logits") KD itself.
 
-The core owns what all methods share (kd_core spec §2-§8): frozen teachers built from options,
+The core owns what all methods share (docs/core.md): frozen teachers built from options,
 auxiliary trainable modules (optimised, checkpointed, resumed, DDP-wrapped), a training step
 that sums loss terms without detaching them, CPU-safe device placement, atomic checkpoints,
 ``weights_only`` loading and SwinIR-safe validation. A method subclass overrides
@@ -53,7 +53,7 @@ class KDModel(SRModel):
 
     Loss: ``pixel_opt`` (student vs GT, optional) + ``kd_opt`` (student vs teacher output).
     Subclasses add their method through the hooks ``init_method``, ``build_aux_modules`` and
-    ``compute_losses``; see kd_core spec §7.1 for the order of one iteration.
+    ``compute_losses``; see docs/core.md "One iteration" for the order of one iteration.
 
     Option keys (besides BasicSR's): ``network_t`` + ``path.{pretrain_network_t, param_key_t,
     strict_load_t}`` or a ``teachers`` list; ``train.kd_opt``; ``train.optim_aux``;

@@ -1,6 +1,6 @@
 """Convert official RCAN checkpoints (yulunzhang/RCAN ``RCAN_BIX{s}.pt``) to BasicSR ``RCAN`` keys.
 
-Mapping (kd_core spec §3.3): ``head.0`` -> ``conv_first``; ``body.g.body.b.body.{0,2}`` ->
+Mapping (docs/core.md, "Official RCAN checkpoints"): ``head.0`` -> ``conv_first``; ``body.g.body.b.body.{0,2}`` ->
 ``body.g.residual_group.b.rcab.{0,2}``; ``...body.3.conv_du.{0,2}`` -> ``...rcab.3.attention.{1,3}``;
 ``body.g.body.<num_block>`` -> ``body.g.conv``; ``body.<num_group>`` -> ``conv_after_body``;
 ``tail.0.i`` -> ``upsample.i``; ``tail.1`` -> ``conv_last``. The mean-shift layers are dropped.

@@ -1,4 +1,4 @@
-"""Stage runners: run a BasicSR SR network as head / stages / tail (kd_core.md §5).
+"""Stage runners: run a BasicSR SR network as head / stages / tail (docs/core.md, "Stage runners").
 
 A stage runner executes a *bare* network with its own submodules, split at body-unit
 boundaries, so that a forward pass can be resumed from an intermediate feature (MiPKD's block
@@ -249,7 +249,7 @@ class StageRunner:
 
 
 class _ConvStageRunner(StageRunner):
-    """Shared runner for EDSR and RCAN (kd_core.md §5.2); features are maps throughout."""
+    """Shared runner for EDSR and RCAN (docs/core.md, "Stage runners"); features are maps throughout."""
 
     unit_container = 'body'
 
@@ -292,7 +292,7 @@ class RCANStageRunner(_ConvStageRunner):
 
 
 class SwinIRStageRunner(StageRunner):
-    """SwinIR (kd_core.md §5.3): units are the RSTBs ``layers.i``; features are tokens B×HW×C.
+    """SwinIR (docs/core.md, "Stage runners"): units are the RSTBs ``layers.i``; features are tokens B×HW×C.
 
     Boundary features are pre-norm (the final LayerNorm belongs to the tail). Inputs must
     already be a multiple of the window size (BasicSR 1.4.2's ``SwinIR.forward`` does not pad

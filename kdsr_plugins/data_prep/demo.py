@@ -1,4 +1,4 @@
-"""Offline demo SR dataset from the images bundled with scikit-image (platform spec §10).
+"""Offline demo SR dataset from the images bundled with scikit-image (datasets/README.md, "Demo set").
 
 Train: 240x240 HR sub-images, stride 120, from astronaut, chelsea, hubble_deep_field,
 immunohistochemistry, retina (area-resized to 704x704 first), colorwheel and the left view of

@@ -1,15 +1,15 @@
-"""Write and validate LMDB image datasets in BasicSR's format (platform spec §7).
+"""Write and validate LMDB image datasets in BasicSR's format (``datasets/README.md``).
 
 Format (``basicsr.utils.lmdb_util.make_lmdb_from_imgs``): a folder ``<name>.lmdb`` with
 ``data.mdb``/``lock.mdb`` whose values are ``cv2.imencode('.png', img)`` bytes under ASCII keys
 (file stems), and ``meta_info.txt`` with one line ``<key>.png (h,w,c) <compress_level>`` per image.
 ``PairedImageDataset`` reads keys back with ``line.split('.')[0]``, so keys may not contain dots.
+Reading ``meta_info.txt`` and writing values go through :mod:`kdsr_plugins.core.lmdb_io`.
 """
 from __future__ import annotations
 
 import os
 import os.path as osp
-import re
 from collections.abc import Sequence
 
 import cv2
@@ -17,24 +17,8 @@ import lmdb
 import numpy as np
 from tqdm import tqdm
 
-from kdsr_plugins.data_prep.files import guard_outputs, image_nbytes, list_images, preview, read_image, remove_path
-
-MIN_MAP_SIZE = 64 << 20
-_META_LINE = re.compile(r'^(?P<key>[^\s.]+)\.png \((?P<h>\d+),(?P<w>\d+),(?P<c>\d+)\) (?P<level>\d+)$')
-
-
-class LmdbCheckError(ValueError):
-    """An LMDB folder is missing, incomplete or corrupt."""
-
-
-def estimate_map_size(raw_bytes: int, num_images: int) -> int:
-    """LMDB ``map_size`` for images of ``raw_bytes`` decoded bytes in total.
-
-    PNG-encoded values never exceed the raw size by much; the margin (2x raw, one page of
-    overhead per image, plus 64 MB) keeps this safe. ``map_size`` only reserves address space:
-    ``data.mdb`` grows with the data actually written.
-    """
-    return max(MIN_MAP_SIZE, 2 * raw_bytes + 8192 * num_images + MIN_MAP_SIZE)
+from kdsr_plugins.core.lmdb_io import LmdbCheckError, LmdbWriter, estimate_map_size, is_valid_key, meta_info_shapes
+from kdsr_plugins.data_prep.files import guard_outputs, image_nbytes, list_images, preview, read_image
 
 
 def validate_keys(keys: Sequence[str]) -> None:
@@ -43,7 +27,7 @@ def validate_keys(keys: Sequence[str]) -> None:
     Raises:
         ValueError: empty, duplicate, non-ASCII keys, or keys with dots or whitespace.
     """
-    bad = [k for k in keys if not k or not k.isascii() or '.' in k or re.search(r'\s', k)]
+    bad = [k for k in keys if not is_valid_key(k)]
     if bad:
         raise ValueError(f'invalid LMDB keys (need non-empty ASCII without dots or spaces): {preview(bad)}')
     seen: set[str] = set()
@@ -121,35 +105,14 @@ def write_lmdb(folder_or_paths: str | os.PathLike | Sequence[str | os.PathLike],
         map_size = estimate_map_size(sum(image_nbytes(p) for p in paths), len(paths))
 
     os.makedirs(osp.dirname(osp.abspath(lmdb_path)), exist_ok=True)
-    env = lmdb.open(lmdb_path, map_size=map_size)
-    try:
-        meta_lines = []
-        txn = env.begin(write=True)
-        try:
-            for idx, (path, key) in enumerate(tqdm(list(zip(paths, keys)), desc=f'LMDB {osp.basename(lmdb_path)}',
-                                                   unit='img', disable=not progress, leave=False)):
-                img = read_image(path)
-                ok, buf = cv2.imencode('.png', img, [cv2.IMWRITE_PNG_COMPRESSION, compress_level])
-                if not ok:
-                    raise ValueError(f'cannot PNG-encode {path}')
-                h, w = img.shape[:2]
-                c = 1 if img.ndim == 2 else img.shape[2]
-                txn.put(key.encode('ascii'), buf.tobytes())
-                meta_lines.append(f'{key}.png ({h},{w},{c}) {compress_level}\n')
-                if (idx + 1) % batch == 0:
-                    txn.commit()
-                    txn = env.begin(write=True)
-            txn.commit()
-        except BaseException:
-            txn.abort()
-            raise
-        env.close()
-        with open(osp.join(lmdb_path, 'meta_info.txt'), 'w') as f:
-            f.writelines(meta_lines)
-    except BaseException:
-        env.close()
-        remove_path(lmdb_path)
-        raise
+    with LmdbWriter(lmdb_path, map_size, batch) as writer:
+        for path, key in tqdm(list(zip(paths, keys)), desc=f'LMDB {osp.basename(lmdb_path)}', unit='img',
+                              disable=not progress, leave=False):
+            img = read_image(path)
+            ok, buf = cv2.imencode('.png', img, [cv2.IMWRITE_PNG_COMPRESSION, compress_level])
+            if not ok:
+                raise ValueError(f'cannot PNG-encode {path}')
+            writer.put(key, buf.tobytes(), img.shape, 'png', compress_level)
     return lmdb_path
 
 
@@ -159,26 +122,7 @@ def read_meta_info(lmdb_path: str) -> dict[str, tuple[int, int, int]]:
     Raises:
         LmdbCheckError: the file is missing, empty, malformed or lists a key twice.
     """
-    meta_path = osp.join(lmdb_path, 'meta_info.txt')
-    if not osp.isfile(meta_path):
-        raise LmdbCheckError(f'missing meta_info.txt in {lmdb_path}')
-    shapes: dict[str, tuple[int, int, int]] = {}
-    with open(meta_path) as f:
-        for lineno, line in enumerate(f, 1):
-            line = line.strip()
-            if not line:
-                continue
-            m = _META_LINE.match(line)
-            if m is None:
-                raise LmdbCheckError(f'malformed line {lineno} in {meta_path}: {line!r} '
-                                     "(expected '<key>.png (h,w,c) <level>')")
-            key = m['key']
-            if key in shapes:
-                raise LmdbCheckError(f'key {key!r} listed twice in {meta_path}')
-            shapes[key] = (int(m['h']), int(m['w']), int(m['c']))
-    if not shapes:
-        raise LmdbCheckError(f'empty meta_info.txt in {lmdb_path}')
-    return shapes
+    return meta_info_shapes(lmdb_path)
 
 
 def _open_checked(lmdb_path: str) -> lmdb.Environment:

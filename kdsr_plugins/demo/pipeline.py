@@ -5,7 +5,6 @@ import argparse
 import glob
 import os
 import os.path as osp
-import re
 import subprocess
 import sys
 import time
@@ -13,8 +12,7 @@ import time
 import yaml
 
 from kdsr_plugins.demo import config
-
-METRIC_RE = re.compile(r'#\s*(psnr|ssim):\s*([-\d.]+)')
+from kdsr_plugins.report.logs import parse_test_log
 
 
 class DemoStepError(RuntimeError):
@@ -41,14 +39,18 @@ def run_entry_point(module: str, yml: str, cwd: str, log_path: str, extra_args: 
 
 
 def read_test_metrics(results_root: str, test_name: str) -> dict[str, float]:
-    """Parse PSNR/SSIM from the newest ``results/<name>/test_*.log`` written by BasicSR."""
+    """Metrics of the first test set in the newest ``results/<name>/test_*.log`` written by BasicSR.
+
+    Parsed by :func:`kdsr_plugins.report.logs.parse_test_log` (the one BasicSR log parser).
+    """
     logs = sorted(glob.glob(osp.join(results_root, test_name, f'test_{test_name}_*.log')), key=osp.getmtime)
     if not logs:
         raise DemoStepError(f'No test log for {test_name} under {results_root}')
-    values = {}
-    for name, value in METRIC_RE.findall(open(logs[-1]).read()):
-        values.setdefault(name, float(value))  # first occurrence: the current value, not "Best"
-    return values
+    with open(logs[-1], encoding='utf-8', errors='replace') as f:
+        metrics = parse_test_log(f.read())
+    if not metrics:
+        raise DemoStepError(f'No metric in the test log {logs[-1]}')
+    return dict(next(iter(metrics.values())))
 
 
 def format_table(rows: list[dict], title: str) -> str:

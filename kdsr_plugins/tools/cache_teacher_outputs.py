@@ -25,7 +25,6 @@ import datetime
 import json
 import os
 import os.path as osp
-import re
 import shutil
 import sys
 import time
@@ -43,31 +42,20 @@ from basicsr.archs import build_network
 from basicsr.utils import imfrombytes, img2tensor
 from basicsr.utils.options import ordered_yaml
 
-from kdsr_plugins.core.kd_cached_target_dataset import (CACHE_META_FILE, DEFAULT_VALUE_RANGE, ENCODINGS, EXTENSIONS,
-                                                        encode_target, target_roots)
-from kdsr_plugins.methods.mtkd.aggregator import load_aggregator, teacher_sr
 from kdsr_plugins.core.arch_info import pad_multiple
 from kdsr_plugins.core.checkpoints import extract_state_dict, load_checkpoint_file, load_state_dict_into
+from kdsr_plugins.core.kd_cached_target_dataset import (CACHE_META_FILE, DEFAULT_VALUE_RANGE, ENCODINGS, EXTENSIONS,
+                                                        encode_target, target_roots)
+from kdsr_plugins.core.lmdb_io import LmdbWriter, estimate_map_size, read_meta_info
 from kdsr_plugins.core.teachers import TeacherSpec, check_teacher_scale, parse_teacher_specs
 from kdsr_plugins.core.schema import check_choice
+from kdsr_plugins.methods.mtkd.aggregator import load_aggregator, teacher_sr
 
 __all__ = ['cache_teacher_outputs', 'plan_targets', 'main']
 
 FORMAT_VERSION = 1
-_SHAPE_RE = re.compile(r'\((\d+),(\d+),(\d+)\)')
-
-
-def _meta_lines(lmdb_path: str) -> list[tuple[str, tuple[int, int, int]]]:
-    meta = osp.join(lmdb_path, 'meta_info.txt')
-    if not osp.isfile(meta):
-        raise FileNotFoundError(f'{lmdb_path!r} is not a BasicSR LMDB ({meta} missing).')
-    out = []
-    with open(meta) as f:
-        for line in f:
-            if line.strip():
-                name, shape = line.split(' ')[0], _SHAPE_RE.search(line)
-                out.append((name.split('.')[0], tuple(int(v) for v in shape.groups()) if shape else None))
-    return out
+#: Bytes per decoded sample of each encoding (for the LMDB map size).
+_SAMPLE_BYTES = {'png16': 2, 'png8': 1, 'npy32': 4}
 
 
 def plan_targets(opt: Mapping[str, Any], what: str = 'auto', out: str | None = None,
@@ -129,17 +117,6 @@ def _build_teacher(spec: TeacherSpec, scale: int, device: torch.device) -> torch
     return net.eval().to(device)
 
 
-def _put(env: lmdb.Environment, items: Sequence[tuple[bytes, bytes]]) -> None:
-    while True:
-        try:
-            with env.begin(write=True) as txn:
-                for key, value in items:
-                    txn.put(key, value)
-            return
-        except lmdb.MapFullError:
-            env.set_mapsize(env.info()['map_size'] * 2)
-
-
 def _check_destination(path: str, overwrite: bool, sources: Sequence[str]) -> None:
     real = osp.realpath(path)
     if any(real == osp.realpath(s) for s in sources):
@@ -191,23 +168,23 @@ def cache_teacher_outputs(opt: Mapping[str, Any], out: str | None = None, what: 
         for msg in warnings:
             log(f'WARNING: {msg}')
 
-    gt_meta = _meta_lines(gt_root)
-    lq_shapes = dict(_meta_lines(lq_root))
-    missing = [k for k, _ in gt_meta if k not in lq_shapes]
+    gt_shapes = {e.key: e.shape for e in read_meta_info(gt_root)}
+    lq_keys = {e.key for e in read_meta_info(lq_root)}
+    missing = [k for k in gt_shapes if k not in lq_keys]
     if missing:
         raise ValueError(f'{len(missing)} GT key(s) have no LR image in {lq_root!r} (e.g. {missing[:3]}).')
     ext = EXTENSIONS[encoding]
+    map_size = estimate_map_size(sum(h * w * c for h, w, c in gt_shapes.values()) * _SAMPLE_BYTES[encoding],
+                                 len(gt_shapes))
     env_lq = lmdb.open(lq_root, readonly=True, lock=False, readahead=False)
     partial = {p['key']: f'{p["path"]}.partial-{os.getpid()}' for p in plan}
-    envs = {}
+    writers: dict[str, LmdbWriter] = {}
     for p in plan:
         os.makedirs(osp.dirname(osp.abspath(p['path'])), exist_ok=True)
         if osp.exists(partial[p['key']]):
             shutil.rmtree(partial[p['key']])
-        envs[p['key']] = lmdb.open(partial[p['key']], map_size=1 << 30)
+        writers[p['key']] = LmdbWriter(partial[p['key']], map_size)
     stats = {p['key']: {'min': float('inf'), 'max': float('-inf'), 'clipped': 0, 'values': 0} for p in plan}
-    meta_lines: dict[str, list[str]] = {p['key']: [] for p in plan}
-    gt_shapes = dict(gt_meta)
     start, done = time.time(), 0
 
     def flush(keys: list[str], lqs: list[np.ndarray]) -> None:
@@ -224,23 +201,19 @@ def cache_teacher_outputs(opt: Mapping[str, Any], out: str | None = None, what: 
             if value_range is not None:
                 st['clipped'] += int(((out_t < value_range[0]) | (out_t > value_range[1])).sum())
             st['values'] += out_t.numel()
-            items = []
             for key, img in zip(keys, out_t.numpy()):
                 hwc = np.ascontiguousarray(img.transpose(1, 2, 0)[:, :, ::-1])  # RGB CHW -> BGR HWC
-                gt_shape = gt_shapes[key]
-                if gt_shape is not None and hwc.shape != gt_shape:
-                    raise ValueError(f'{p["name"]} output of {key!r} is {hwc.shape}, GT is {gt_shape}: GT and LR '
-                                     f'are not x{scale} pairs.')
-                items.append((key.encode('ascii'), encode_target(hwc, encoding, value_range, compress_level)))
-                meta_lines[p['key']].append(f'{key}.{ext} ({hwc.shape[0]},{hwc.shape[1]},{hwc.shape[2]}) '
-                                            f'{compress_level}')
-            _put(envs[p['key']], items)
+                if hwc.shape != gt_shapes[key]:
+                    raise ValueError(f'{p["name"]} output of {key!r} is {hwc.shape}, GT is {gt_shapes[key]}: GT and '
+                                     f'LR are not x{scale} pairs.')
+                writers[p['key']].put(key, encode_target(hwc, encoding, value_range, compress_level), hwc.shape, ext,
+                                      compress_level)
 
     try:
         batch_keys: list[str] = []
         batch_imgs: list[np.ndarray] = []
         with env_lq.begin(write=False) as txn:
-            for key, _ in gt_meta:
+            for key in gt_shapes:
                 buf = txn.get(key.encode('ascii'))
                 if buf is None:
                     raise KeyError(f'LR LMDB {lq_root!r} has no key {key!r}.')
@@ -248,7 +221,7 @@ def cache_teacher_outputs(opt: Mapping[str, Any], out: str | None = None, what: 
                 if batch_imgs and (img.shape != batch_imgs[0].shape or len(batch_imgs) >= batch_size):
                     flush(batch_keys, batch_imgs)
                     if (done + len(batch_keys)) // 100 > done // 100:
-                        log(f'{done + len(batch_keys)}/{len(gt_meta)} images, {time.time() - start:.1f} s')
+                        log(f'{done + len(batch_keys)}/{len(gt_shapes)} images, {time.time() - start:.1f} s')
                     done += len(batch_keys)
                     batch_keys, batch_imgs = [], []
                 batch_keys.append(key)
@@ -257,9 +230,8 @@ def cache_teacher_outputs(opt: Mapping[str, Any], out: str | None = None, what: 
                 flush(batch_keys, batch_imgs)
                 done += len(batch_keys)
     except BaseException:
-        for key, env in envs.items():
-            env.close()
-            shutil.rmtree(partial[key], ignore_errors=True)
+        for writer in writers.values():
+            writer.abort()
         raise
     finally:
         env_lq.close()
@@ -272,7 +244,7 @@ def cache_teacher_outputs(opt: Mapping[str, Any], out: str | None = None, what: 
     written: OrderedDict[str, str] = OrderedDict()
     now = datetime.datetime.now().isoformat(timespec='seconds')
     for p in plan:
-        envs[p['key']].close()
+        tmp = writers[p['key']].close()  # writes meta_info.txt
         st = stats[p['key']]
         used = specs if p['kind'] == 'aggregator' else [s for s in specs if s.name == p['name']]
         meta = {
@@ -288,9 +260,6 @@ def cache_teacher_outputs(opt: Mapping[str, Any], out: str | None = None, what: 
                       'clipped_fraction': st['clipped'] / max(1, st['values'])},
             'seconds': round(elapsed, 3), 'device': str(dev), 'torch': torch.__version__,
         }
-        tmp = partial[p['key']]
-        with open(osp.join(tmp, 'meta_info.txt'), 'w') as f:
-            f.write('\n'.join(meta_lines[p['key']]) + '\n')
         with open(osp.join(tmp, CACHE_META_FILE), 'w') as f:
             json.dump(meta, f, indent=1)
         if osp.exists(p['path']):

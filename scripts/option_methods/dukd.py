@@ -1,9 +1,10 @@
-"""DUKD (``DUKDModel``) for the EDSR, RCAN and SwinIR pairs at x2, x3, x4 (dukd.md §5.1, §7).
+"""DUKD (``DUKDModel``) for the EDSR, RCAN and SwinIR pairs at x2, x3, x4 (docs/dukd.md, "Shipped YAMLs").
 
 Per-config loss weights and switches copy the public yun224/DUKD configs; our defaults for the
 divergence options are written out explicitly. Each config comes twice: the LMDB sub-image
-recipe (``dukd_<arch>_<tag>.yml``) and full DIV2K images read from disk as the public configs do
-(``..._disk.yml``).
+recipe (``train_DUKD_<Arch>_<tag>.yml``) and full DIV2K images read from disk as the public configs do
+(``train_DUKD_<Arch>_<tag>_disk.yml``); file names follow every method's ``train_<run name>.yml`` /
+``test_<run name>.yml``.
 """
 from option_templates import insert_after, DIV2K_LMDB, PAIRS, SCALES, pair_tag, test_options, train_options
 
@@ -55,7 +56,8 @@ def disk_train_set(scale: int, train_set: dict) -> dict:
 def train_config(family: str, scale: int, disk: bool) -> dict:
     name = run_name(family, scale, disk)
     opt = train_options(name, 'DUKDModel', family, scale, method_train=method_train(family, scale))
-    # The student wrapper runs 2-3 times per backward; DDP needs no unused-parameter search (kd_core §7.3).
+    # The student wrapper runs 2-3 times per backward; DDP needs no unused-parameter search
+    # (docs/core.md, "Distributed training").
     opt = insert_after(opt, 'num_gpu', 'find_unused_parameters', False)
     if disk:
         opt['datasets']['train'] = disk_train_set(scale, opt['datasets']['train'])
@@ -69,10 +71,10 @@ def generate() -> dict:
     out = {}
     for family in PAIRS:
         for scale in SCALES:
-            stem = f'dukd_{family.lower()}_{pair_tag(family, scale)}'
-            out[f'options/train/DUKD/{stem}.yml'] = train_config(family, scale, disk=False)
-            out[f'options/train/DUKD/{stem}_disk.yml'] = train_config(family, scale, disk=True)
             name = run_name(family, scale)
-            out[f'options/test/DUKD/test_{stem}.yml'] = test_options(f'test_{name}', name, family, scale,
-                                                                     model_type='DUKDModel')
+            out[f'options/train/DUKD/train_{name}.yml'] = train_config(family, scale, disk=False)
+            out[f'options/train/DUKD/train_{run_name(family, scale, disk=True)}.yml'] = train_config(family, scale,
+                                                                                                  disk=True)
+            out[f'options/test/DUKD/test_{name}.yml'] = test_options(f'test_{name}', name, family, scale,
+                                                                    model_type='DUKDModel')
     return out

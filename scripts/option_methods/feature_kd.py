@@ -1,16 +1,16 @@
 """Classic feature-KD baselines (FitNet, AT, FAKD, RKD) for the EDSR, RCAN and SwinIR paper pairs.
 
 All use ``FeatureKDModel`` with output KD (``pixel_opt`` and ``kd_opt`` L1, weights 1.0 / 1.0) plus
-one feature term in the single-term form of kd_core spec §9.8, with the spec's default losses:
+one feature term in the single-term form, with the default losses of docs/feature_kd.md:
 
 * FitNet: ``KDFitNetLoss`` L1, weight 10, ``adapter: auto`` (1×1 regressors only where widths
-  differ: EDSR 64->256 and SwinIR 60->180 get one per tap, RCAN 64/64 none) — §9.2;
-* AT: ``KDAttentionLoss`` mode ``sr_l1``, p = 2, weight 10 — §9.3;
-* FAKD: ``KDAffinityLoss`` weight 10, ``max_hw`` 4096 (48×48 LR patches give N = 2304) — §9.4;
-* RKD: ``KDRelationLoss`` weight 1, λ_D 25, λ_A 50, ``embed: avg`` (batch 16 >= 3) — §9.5.
+  differ: EDSR 64->256 and SwinIR 60->180 get one per tap, RCAN 64/64 none);
+* AT: ``KDAttentionLoss`` mode ``sr_l1``, p = 2, weight 10;
+* FAKD: ``KDAffinityLoss`` weight 10, ``max_hw`` 4096 (48×48 LR patches give N = 2304);
+* RKD: ``KDRelationLoss`` weight 1, λ_D 25, λ_A 50, ``embed: avg`` (batch 16 >= 3).
 
 Taps (the same for every loss): the head (``conv_first``), two body units, and the body output
-(``conv_after_body``, pre-skip). Teacher body units are §9.4's: EDSR (32 blocks) 10 and 21,
+(``conv_after_body``, pre-skip). Teacher body units: EDSR (32 blocks) 10 and 21,
 RCAN (10 groups) 2 and 6. The student unit matching teacher unit i is the one ending at the
 nearest relative depth, ``round((i + 1) · n_s / n_t) − 1``: identical for EDSR (32 -> 32 blocks)
 and RCAN (10 -> 10 groups); for SwinIR the teacher RSTBs 1 and 3 (ends at 2/6 and 4/6 of the six
@@ -28,7 +28,7 @@ LOSSES = {
     'FAKD': {'type': 'KDAffinityLoss', 'loss_weight': 10.0, 'max_hw': 4096},
     'RKD': {'type': 'KDRelationLoss', 'loss_weight': 1.0, 'lambda_d': 25.0, 'lambda_a': 50.0, 'embed': 'avg'},
 }
-#: Teacher body units tapped between the head and the body output (kd_core spec §9.4).
+#: Teacher body units tapped between the head and the body output (docs/feature_kd.md, "Shipped YAMLs").
 TEACHER_UNITS = {'EDSR': (10, 21), 'RCAN': (2, 6), 'SwinIR': (1, 3)}
 
 

@@ -1,11 +1,12 @@
-"""MiPKD (``MiPKDModel``) for the EDSR, RCAN and SwinIR pairs at x2, x3, x4 (mipkd.md §2.1, §4, §5).
+"""MiPKD (``MiPKDModel``) for the EDSR, RCAN and SwinIR pairs at x2, x3, x4 (docs/mipkd.md).
 
 Recipe: the shared DIV2K recipe of ``option_templates`` (logits KD L1 1.0 / 1.0) plus
 λ_feat 1, AE 1, λ_block 0.1 and every ``train.mipkd_opt`` default written out. Positions are the
-stage boundaries of mipkd.md §2.1. EDSR comes in three students: c64b32 (width only, the group's
-protocol), c64b16 (compounded) and c256b16 (depth only, Fig. 1 study). EDSR x4 students start
-from the MiPKD x2 student of the same variant (``strict_load_g: false``), as the group's EDSR x4
-configs do (mipkd.md §5). ``find_unused_parameters: true`` is required in distributed runs.
+stage boundaries of the networks (docs/mipkd.md, "Our choices vs the paper"). EDSR comes in three
+students: c64b32 (width only, the group's protocol), c64b16 (compounded) and c256b16 (depth
+only, Fig. 1 study). EDSR x4 students start from the MiPKD x2 student of the same variant
+(``strict_load_g: false``), as the group's EDSR x4 configs do (docs/mipkd.md, "Our choices vs the
+paper"). ``find_unused_parameters: true`` is required in distributed runs.
 """
 from option_templates import insert_after, PAIRS, SCALES, edsr, pair_tag, test_options, train_options
 

@@ -1,7 +1,7 @@
-"""MTKD (mtkd.md): stage-1 DCTSwin aggregators and stage-2 students (EDSR-bl, RCAN-lw, SwinIR-lw).
+"""MTKD (docs/mtkd.md): stage-1 DCTSwin aggregators and stage-2 students (EDSR-bl, RCAN-lw, SwinIR-lw).
 
 Teachers (canonical order ``[edsr, swinir, rcan]``): EDSR-L, SwinIR-M trained on DF2K (s64w8,
-``img_size 64``) and RCAN, at every scale. Recipes: mtkd.md §4 (stage 1) and §5 (stage 2).
+``img_size 64``) and RCAN, at every scale. Recipes: docs/mtkd.md, "5. Shipped option YAMLs".
 Besides the plain configs: EDSR ``*_finetune`` variants (student initialised from BasicSR's
 EDSR-M), ``*_cached`` x4 variants training from teacher/aggregator caches (built with
 ``python -m kdsr_plugins.tools.cache_teacher_outputs -opt <yml>``) and a x4 stage-2 config that
@@ -44,7 +44,7 @@ def teachers(scale: int) -> list:
 
 
 def aggregator(scale: int, output_convention: str = 'image') -> dict:
-    """The released x4 DCTSwin hyper-parameters (mtkd.md §3.1) at ``scale``."""
+    """The released x4 DCTSwin hyper-parameters (docs/mtkd.md, "5. Shipped option YAMLs") at ``scale``."""
     return dict(type='MTKDDCTSwin', num_teachers=len(TEACHER_ORDER), upscale=scale, img_size=256, window_size=8,
                 embed_dim=96, depths=[4, 4], num_heads=[6, 6], mlp_ratio=2, upsampler='pixelshuffle',
                 resi_connection='1conv', output_convention=output_convention, mask_mode='dct_label')

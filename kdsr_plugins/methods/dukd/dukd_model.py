@@ -1,4 +1,4 @@
-"""``DUKDModel``: Data Upcycling Knowledge Distillation (dukd.md).
+"""``DUKDModel``: Data Upcycling Knowledge Distillation (docs/dukd.md).
 
 One iteration (``update_mode: single_step``, the paper's single objective)::
 
@@ -72,12 +72,12 @@ class DUKDModel(KDModel):
         self.check_patch_sizes()
         if self.opt.get('dist') and self.opt.get('find_unused_parameters', False):
             logger.warning('DUKDModel calls the student several times per backward; find_unused_parameters: false '
-                           'is sufficient and recommended (kd_core §7.3).')
+                           'is sufficient and recommended (docs/core.md, Distributed training).')
         for note in self.dukd.notes():
             logger.warning(note)
         if self.dukd.update_mode == 'official_two_step':
             logger.warning('dukd_opt.update_mode: official_two_step reproduces the reference code: two Adam steps '
-                           'per iteration, the original-pair gradient applied twice (dukd.md §3.2).')
+                           'per iteration, the original-pair gradient applied twice (docs/dukd.md, Divergences).')
         logger.info(f'DUKD options: {self.dukd.to_dict()}; label consistency: {self.aug}')
 
     def check_patch_sizes(self) -> None:

@@ -1,4 +1,4 @@
-"""Invertible augmentations for DUKD's label-consistency regularisation (dukd.md §2.3).
+"""Invertible augmentations for DUKD's label-consistency regularisation (docs/dukd.md, "Method in one paragraph").
 
 Operation pool, applied to B×C×H×W tensors in the fixed order ``i, h, v, t``:
 

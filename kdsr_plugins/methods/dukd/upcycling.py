@@ -1,4 +1,4 @@
-"""DUKD data upcycling: zoom-in and zoom-out samples from a training pair (dukd.md §2.1-§2.2).
+"""DUKD data upcycling: zoom-in and zoom-out samples from a training pair (docs/dukd.md, "Method in one paragraph").
 
 Training pair: LR patch ``lq`` of shape B×C×P×P and GT patch ``gt`` of shape B×C×sP×sP.
 

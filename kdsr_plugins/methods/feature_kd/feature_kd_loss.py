@@ -1,4 +1,4 @@
-"""Parameter-free feature-KD losses of the classic baselines (kd_core.md §9.2-§9.5).
+"""Parameter-free feature-KD losses of the classic baselines (docs/feature_kd.md).
 
 All four losses share one contract (:class:`FeatureKDLossBase`):
 
@@ -9,7 +9,7 @@ All four losses share one contract (:class:`FeatureKDLossBase`):
 * ``forward_terms(feats_s, feats_t, weighted=False) -> list[Tensor]``: the per-pair 0-d terms
   ``term_l`` (``weighted=True`` multiplies each by ``loss_weight``). ``forward`` is exactly
   ``torch.stack(forward_terms(..., weighted=True)).sum()``, so a model can log
-  ``l_feat_<i>`` (weighted, kd_core.md §7.2) and use their sum as ``l_feat``.
+  ``l_feat_<i>`` (weighted, docs/feature_kd.md "Loss and log keys") and use their sum as ``l_feat``.
 
 For FitNet (``mode: regress``) the student features must already have been passed through the
 adapter (``KDAdapterBank`` in ``kdsr_plugins/core/kd_adapter_arch.py``) by the model.
@@ -121,7 +121,7 @@ class FeatureKDLossBase(nn.Module):
 
 @LOSS_REGISTRY.register()
 class KDFitNetLoss(FeatureKDLossBase):
-    """FitNet hint loss (kd_core.md §9.2): Σ_l d(r_l(F_S^l), F_T^l).
+    """FitNet hint loss (docs/feature_kd.md, "FitNet"): Σ_l d(r_l(F_S^l), F_T^l).
 
     ``mode: regress`` compares the adapted student features with the teacher features
     elementwise; the model applies the 1×1 regressors (``feature_kd.adapter: auto|conv1x1``)
@@ -164,7 +164,7 @@ class KDFitNetLoss(FeatureKDLossBase):
 
 @LOSS_REGISTRY.register()
 class KDAttentionLoss(FeatureKDLossBase):
-    """Attention transfer (kd_core.md §9.3).
+    """Attention transfer (docs/feature_kd.md, "AT (attention transfer)").
 
     A(F) = Σ_c |F_c|^p (B×H×W); Q = vec(A) / (‖vec(A)‖₂ + 1e-6) per sample. Per pair:
 
@@ -227,7 +227,7 @@ class KDAttentionLoss(FeatureKDLossBase):
 
 @LOSS_REGISTRY.register()
 class KDAffinityLoss(FeatureKDLossBase):
-    """FAKD feature-affinity loss (kd_core.md §9.4).
+    """FAKD feature-affinity loss (docs/feature_kd.md, "FAKD (feature affinity)").
 
     Per sample, F (C×N, N = H·W) has each spatial column normalised over channels,
     f̂_i = f_i / (‖f_i‖₂ + 1e-8); affinity A = F̂ᵀF̂ (N×N). Per pair: mean|A_S − A_T| over
@@ -273,7 +273,7 @@ class KDAffinityLoss(FeatureKDLossBase):
 
 @LOSS_REGISTRY.register()
 class KDRelationLoss(FeatureKDLossBase):
-    """Relational KD (kd_core.md §9.5): distance and angle potentials over the batch.
+    """Relational KD (docs/feature_kd.md, "RKD (relational KD)"): distance and angle potentials over the batch.
 
     Each sample is embedded as t_i = spatial mean of F_i (``embed: avg``, B×C) or the flattened
     map (``embed: flatten``, B×CHW). For student and teacher separately:

@@ -1,13 +1,13 @@
-"""``FeatureKDModel``: output KD plus any number of feature-KD terms (kd_core spec §9.2-§9.5, §9.8).
+"""``FeatureKDModel``: output KD plus any number of feature-KD terms (docs/feature_kd.md).
 
 One model class serves every parameter-free feature loss (``KDFitNetLoss``, ``KDAttentionLoss``,
 ``KDAffinityLoss``, ``KDRelationLoss`` or any registered loss with the same ``forward_terms``
-contract): a term is a loss plus matched teacher/student taps (kd_core spec §4). FitNet
+contract): a term is a loss plus matched teacher/student taps (docs/core.md, "Feature taps"). FitNet
 regressors are the model's auxiliary modules (one ``KDAdapterBank`` per term that needs them).
 
 Option forms (all under ``train``):
 
-* single term (spec §9.8): ``feature_kd: {positions_t, positions_s | positions, adapter,
+* single term (docs/feature_kd.md, "Options"): ``feature_kd: {positions_t, positions_s | positions, adapter,
   log_pairs}`` + ``feature_opt: {type, loss_weight, ...}``;
 * list form: ``feature_kd: {log_pairs, terms: [{name, positions_t, positions_s | positions,
   adapter, loss: {type, loss_weight, ...}}, ...]}``;
@@ -199,7 +199,7 @@ def _parse_legacy(train_opt: Mapping[str, Any]) -> FeatureTermSpec:
                     f'(the loss is {loss_opt["type"]}).')
     if 'conv_after_body' in taps_t + taps_s:
         logger.warning(f'{where}: our conv_after_body tap is the pre-skip body output; yun224/DUKD effectively '
-                       'tapped the post-skip value (upsample:in for EDSR/RCAN), see kd_core spec §4.2.')
+                       'tapped the post-skip value (upsample:in for EDSR/RCAN), see docs/core.md "Feature taps".')
     return FeatureTermSpec(_default_name(loss_opt), taps_t, taps_s, 'auto', loss_opt, where, keys)
 
 
@@ -301,8 +301,8 @@ class FeatureKDModel(KDModel):
     ``feature_kd.terms[i].{name, positions*, adapter, loss}`` (``name`` defaults to fitnet / at /
     fakd / rkd); or ``feature_distillation.{positions, type}`` + ``feature_opt.loss_weight``.
 
-    Each term compares the first teacher's features with the student's at matched taps (kd_core
-    spec §4); its weighted value is logged as ``l_feat`` (one term) or ``l_feat_<name>``
+    Each term compares the first teacher's features with the student's at matched taps (docs/core.md
+    "Feature taps"); its weighted value is logged as ``l_feat`` (one term) or ``l_feat_<name>``
     (several), and each tap pair as ``l_feat_<i>`` / ``l_feat_<name>_<i>`` (``log_pairs``; these
     are components of the former, not extra objective terms). FitNet regressors are auxiliary
     modules. At construction one tiny no-grad forward of teacher and student (eval mode) measures

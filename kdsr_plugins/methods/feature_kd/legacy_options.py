@@ -1,4 +1,4 @@
-"""Mapping of yun224/DUKD option names to ours (kd_core.md §9.8)."""
+"""Mapping of yun224/DUKD option names to ours (docs/feature_kd.md, "yun224/DUKD option names")."""
 from __future__ import annotations
 
 from typing import Any, Dict

@@ -1,4 +1,4 @@
-"""MiPKD feature prior mixers (mipkd.md §2.2-§2.5): one ``MiPKDMixer`` per position, and the bank.
+"""MiPKD feature prior mixers (docs/mipkd.md, "One iteration"): one ``MiPKDMixer`` per position, and the bank.
 
 A mixer encodes a teacher map F_T (C_T channels) and a student map F_S (C_S channels) into a
 shared latent space (C_lat channels), mixes the two latents with a random mask
@@ -8,7 +8,7 @@ continue through the student's blocks (block prior mixer, student route).
 
 :class:`MiPKDMixerBank` holds the mixers of all positions and performs, in ONE forward call,
 everything that uses mixer parameters in an iteration (FPM, auto-encoder reconstructions and the
-block-prior-mixer path), which keeps ``DistributedDataParallel`` happy (kd_core.md §7.3 rule 4).
+block-prior-mixer path), which keeps ``DistributedDataParallel`` happy (docs/core.md, "Distributed training", rule 4).
 The bank is plain PyTorch: it runs the network stages through a duck-typed ``path`` object
 (``stage(route, k, m)``, ``finish(route, k, m)``) supplied by the model.
 """
@@ -26,7 +26,7 @@ from kdsr_plugins.core.schema import check_choice
 __all__ = ['MiPKDMixer', 'MiPKDMixerBank', 'MiPKDPlan', 'random_mask', 'TEACHER', 'STUDENT',
            'ENC_TYPES', 'ENCODERS', 'STUDENT_ADAPTERS', 'MASK_TYPES']
 
-#: Route values of the block prior mixer (R = 0 teacher, R = 1 student, as in the spec).
+#: Route values of the block prior mixer (R = 0 teacher, R = 1 student).
 TEACHER, STUDENT = 0, 1
 ENC_TYPES = ('cnn', 'mlp')
 ENCODERS = ('separate', 'shared', 'none')
@@ -81,7 +81,7 @@ def random_mask(batch: int, channels: int, height: int, width: int, prob: float,
 
 @ARCH_REGISTRY.register()
 class MiPKDMixer(nn.Module):
-    """Feature prior mixer of one distillation position (mipkd.md §2.2).
+    """Feature prior mixer of one distillation position (docs/mipkd.md, "One iteration").
 
     Sub-modules (``enc_type: cnn``; ``mlp`` uses 1×1 convolutions): ``enc_t`` E_T (C_T→C_lat),
     ``enc_s`` E_S (C_S→C_lat), ``dec`` D (C_lat→C_T), optional ``dec_s`` D_S (C_lat→C_S) and
@@ -194,7 +194,7 @@ class MiPKDMixer(nn.Module):
 
 @dataclass
 class MiPKDPlan:
-    """Random draws of one iteration (mipkd.md §2.3, §2.5).
+    """Random draws of one iteration (docs/mipkd.md, "One iteration").
 
     Attributes:
         masks: I_k per position (bool, broadcastable to the latent), ``None`` where unused.

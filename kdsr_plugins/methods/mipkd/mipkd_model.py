@@ -1,6 +1,6 @@
-"""``MiPKDModel``: multi-granularity mixture-of-priors KD (mipkd.md).
+"""``MiPKDModel``: multi-granularity mixture-of-priors KD (docs/mipkd.md).
 
-One iteration (mipkd.md §2.7):
+One iteration (docs/mipkd.md, "One iteration"):
 
 1. teacher, ``no_grad``, through its stage runner: h0_T, boundary features F_T^1..K, T(x);
 2. student through the DDP wrapper ``net_g`` with taps at ``conv_first`` and the K boundaries:
@@ -176,7 +176,7 @@ class MiPKDPath:
 
 @MODEL_REGISTRY.register()
 class MiPKDModel(KDModel):
-    """MiPKD: logits KD + feature prior mixer + block prior mixer (mipkd.md).
+    """MiPKD: logits KD + feature prior mixer + block prior mixer (docs/mipkd.md).
 
     Loss terms (weighted, logged): ``l_pix`` (``pixel_opt``), ``l_kd`` (``kd_opt``), ``l_fpm``
     (``feat_opt``, Σ_k ‖F̂_k − F_T^k‖), ``l_ae`` (``ae_opt``, Σ_k ‖D(E_T(F_T^k)) − F_T^k‖),

@@ -2,7 +2,7 @@
 
 Two conventions (``norm``):
 
-* ``None`` (default, mtkd.md §3.4): the unnormalised DCT-II of ``torch_dct.dct(norm=None)``,
+* ``None`` (default, as the reference MTKD code): the unnormalised DCT-II of ``torch_dct.dct(norm=None)``,
   ``X[k] = 2 * sum_n x[n] * cos(pi * k * (2n + 1) / (2N))`` with the exact inverse
   ``x[n] = (1/N) * (X[0]/2 + sum_{k>=1} X[k] * cos(pi * k * (2n + 1) / (2N)))``. This is what the
   MTKD aggregator (DCT-Swin windows) and ``KDDCTLoss`` use; orthonormal scaling would change token

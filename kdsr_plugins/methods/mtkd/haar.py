@@ -1,4 +1,4 @@
-"""Orthonormal 2-D Haar DWT / IDWT in pure torch (mtkd.md §6).
+"""Orthonormal 2-D Haar DWT / IDWT in pure torch (docs/mtkd.md, "3. Stage 2 — `MTKDStudentModel`").
 
 For each 2x2 block ``[[a, b], [c, d]]`` of every channel (a = top-left, b = top-right,
 c = bottom-left, d = bottom-right)::

@@ -1,4 +1,4 @@
-"""DCTSwin knowledge-aggregation network of MTKD (mtkd.md §3).
+"""DCTSwin knowledge-aggregation network of MTKD (docs/mtkd.md, "2. Stage 1 — `MTKDAggregatorModel`").
 
 Input: the N teacher SR outputs stacked along channels (``B x 3N x H x W`` at HR, in canonical
 teacher order, values ~[0, 1]); output: one aggregated HR image ``B x 3 x H x W``. The layout is

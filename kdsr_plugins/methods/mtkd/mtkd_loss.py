@@ -1,4 +1,6 @@
-"""MTKD distillation losses (mtkd.md §6): wavelet (default), DCT and FFT ablation variants.
+"""MTKD distillation losses: wavelet (default), DCT and FFT ablation variants.
+
+See docs/mtkd.md, "3. Stage 2 — `MTKDStudentModel`".
 
 All losses take ``forward(pred, target)`` with ``pred`` the student output and ``target`` the
 aggregated teacher image ``I_MT`` (both ``B x C x H x W``) and return a 0-d tensor that keeps the
@@ -109,7 +111,7 @@ class KDWaveletLoss(nn.Module):
 class KDDCTLoss(nn.Module):
     """L1 between full-image 2-D DCT-II coefficients (MTKD ablation).
 
-    Uses the unnormalised DCT of mtkd.md §3.4 by default (``X = M x M^T`` per channel over the
+    Uses the unnormalised DCT of the reference code by default (``X = M x M^T`` per channel over the
     whole H x W image), i.e. ``torch_dct.dct_2d(norm=None)`` as in the reference ``dctLoss``.
 
     Args:

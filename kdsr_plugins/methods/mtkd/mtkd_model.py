@@ -1,4 +1,4 @@
-"""MTKD (mtkd.md): stage 1 ``MTKDAggregatorModel`` and stage 2 ``MTKDStudentModel`` on ``KDModel``.
+"""MTKD (docs/mtkd.md): stage 1 ``MTKDAggregatorModel`` and stage 2 ``MTKDStudentModel`` on ``KDModel``.
 
 Stage 1 trains ``net_g`` = the DCTSwin aggregator on the channel stack of the frozen teachers'
 SR outputs (canonical = ``teachers`` list order) against GT with ``pixel_opt``; its checkpoints

@@ -1,6 +1,6 @@
 """Loading aggregator checkpoints written by the public MTKD code (YuxuanJJ/MTKD ``DCTSwin``).
 
-The reference ``DCTSwin`` uses BasicSR SwinIR's module names (mtkd.md §3.7), which
+The reference ``DCTSwin`` uses BasicSR SwinIR's module names (docs/mtkd.md, "2. Stage 1"), which
 ``MTKDDCTSwin`` keeps, so the only layout differences are:
 
 * ``layers.<i>.residual_group.blocks.<j>.attn_mask``: a persistent mask buffer of every shifted
@@ -19,6 +19,8 @@ from collections import OrderedDict
 from typing import Any, Mapping, Optional
 
 import torch
+
+from kdsr_plugins.core.checkpoints import is_state_dict, strip_module_prefix
 
 __all__ = ['convert_public_mtkd_aggregator', 'PUBLIC_MTKD_OUTPUT_CONVENTION']
 
@@ -43,7 +45,7 @@ def convert_public_mtkd_aggregator(state_dict: Mapping[str, Any],
             (not a DCTSwin/SwinIR-layout state dict).
     """
     sd: Mapping[str, Any] = state_dict
-    nested = [k for k in _CKPT_KEYS if isinstance(sd.get(k), Mapping)]
+    nested = [] if is_state_dict(sd) else [k for k in _CKPT_KEYS if is_state_dict(sd.get(k))]
     if param_key is not None or nested:
         key = param_key if param_key is not None else nested[0]
         if key not in sd:
@@ -51,9 +53,7 @@ def convert_public_mtkd_aggregator(state_dict: Mapping[str, Any],
         sd = sd[key]
 
     out: 'OrderedDict[str, torch.Tensor]' = OrderedDict()
-    for name, value in sd.items():
-        if name.startswith('module.'):
-            name = name[len('module.'):]
+    for name, value in strip_module_prefix(sd).items():
         if name == 'attn_mask' or name.endswith('.attn_mask'):
             continue
         out[name] = value
