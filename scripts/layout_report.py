@@ -130,10 +130,14 @@ def report() -> dict:
 
     memo: dict[str, list[str]] = {}
 
-    def longest_chain(m: str) -> list[str]:
-        if m not in memo:
-            memo[m] = [m] + max((longest_chain(d) for d in sorted(graph[m])), key=len, default=[])
-        return memo[m]
+    def longest_chain(m: str, path: frozenset = frozenset()) -> list[str]:
+        if m in memo:
+            return memo[m]
+        path = path | {m}
+        chain = [m] + max((longest_chain(d, path) for d in sorted(graph[m]) if d not in path), key=len, default=[])
+        if not path & set(chain[1:]):
+            memo[m] = chain
+        return chain
 
     entries = [m for m in modules if m.endswith(('.train', '.test', '.__main__')) or area(m) == 'tools']
     chain = max((longest_chain(e) for e in entries), key=len, default=[])
