@@ -48,6 +48,16 @@ def load_resume_state(opt: dict) -> dict | None:
     """
     from basicsr.utils import check_resume
 
+    if opt.get('rank', 0) == 0:  # leftovers of killed atomic writes (docs/guarantees.md, preemption section)
+        from kdsr_plugins.core.preemption import remove_stale_temp_files
+        root = opt.get('root_path', os.getcwd())
+        exp = osp.join(root, 'experiments', opt['name'])
+        folders = {opt['path'].get('models'), opt['path'].get('training_states'), osp.join(exp, 'models'),
+                   osp.join(exp, 'training_states')}
+        if opt['path'].get('resume_state'):
+            folders.add(osp.dirname(osp.abspath(opt['path']['resume_state'])))
+        remove_stale_temp_files(sorted(f for f in folders if f))
+
     resume_state_path = None
     if opt.get('auto_resume'):
         root = opt.get('root_path', os.getcwd())
@@ -78,7 +88,7 @@ def load_resume_state(opt: dict) -> dict | None:
     opt['path']['ignore_resume_networks'] = ignore
     check_resume(opt, resume_state['iter'])
     from kdsr_plugins.core.resume import schedule_resume
-    schedule_resume(resume_state)
+    schedule_resume(resume_state, rank=int(opt.get('rank', 0)), world_size=int(opt.get('world_size', 1)))
     return resume_state
 
 
