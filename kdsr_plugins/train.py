@@ -13,7 +13,7 @@ continues from it. A finished distributed run ends with a barrier and ``destroy_
 import os
 import sys
 
-import kdsr_plugins  # noqa: F401  (top level: spawned workers must re-register)
+import kdsr_plugins  # noqa: F401,I001  (first: installs the shims basicsr needs; spawned workers re-register)
 from basicsr.train import train_pipeline
 
 from kdsr_plugins.cli_common import prepare_argv

@@ -4,6 +4,8 @@
   excluded from ``check_resume``, and a hand-over to the exact-resume prefetcher
   (``kdsr_plugins.core.resume``);
 * distributed initialisation (R2): gloo without CUDA, nccl with it;
+* the train prefetchers' end-of-iteration SIGTERM check (``kdsr_plugins.core.preemption``);
+  stale ``*.tmp<pid>`` checkpoint files removed when the resume state is looked up;
 * option files parsed with PyYAML's safe loader (BasicSR uses the full one, which runs code);
 * clearer errors: unknown registry names list close matches and the registered names
   (``Registry.get``), and dataset blocks are validated before BasicSR builds them
@@ -211,11 +213,12 @@ def apply_runtime_patches() -> None:
         return
     from basicsr.utils.registry import Registry
 
-    from kdsr_plugins.core.resume import ResumablePrefetcher
+    from kdsr_plugins.core.resume import PreemptibleCUDAPrefetcher, ResumablePrefetcher
 
     basicsr_train = importlib.import_module('basicsr.train')
     basicsr_train.load_resume_state = load_resume_state
     basicsr_train.CPUPrefetcher = ResumablePrefetcher
+    basicsr_train.CUDAPrefetcher = PreemptibleCUDAPrefetcher
     basicsr_options = importlib.import_module('basicsr.utils.options')
     basicsr_options.init_dist = init_dist
     basicsr_options.ordered_yaml = safe_ordered_yaml

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from basicsr.data.prefetch_dataloader import CPUPrefetcher
+from basicsr.data.prefetch_dataloader import CPUPrefetcher, CUDAPrefetcher
 from basicsr.utils import get_root_logger
 
 #: Set by ``load_resume_state`` and consumed by the first ``reset()`` of the train prefetcher.
@@ -117,3 +117,15 @@ class ResumablePrefetcher(CPUPrefetcher):
             restore_rng_state(plan['rng'])
         logger.info(f'Resume: skipped {done} already-trained batches of epoch {plan["epoch"]}'
                     f'{" and restored the random states" if plan["rng"] is not None else ""}.')
+
+
+class PreemptibleCUDAPrefetcher(CUDAPrefetcher):
+    """``CUDAPrefetcher`` (``prefetch_mode: cuda``) with the end-of-iteration SIGTERM check.
+
+    The resumed epoch is not fast-forwarded here (only ``ResumablePrefetcher`` does that).
+    """
+
+    def next(self) -> Any:
+        from kdsr_plugins.core.preemption import check_preemption
+        check_preemption(int(getattr(self.ori_loader.sampler, 'epoch', 0)))
+        return super().next()

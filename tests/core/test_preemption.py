@@ -18,14 +18,32 @@ import time
 
 import pytest
 import torch
+from kdsr_testutils import (
+    edsr,
+    experiment_dir,
+    free_port,
+    model_file,
+    save_random_net,
+    train_opt,
+    write_yaml,
+)
+from test_fault_tolerance import (  # noqa: F401
+    FAULT_TRAIN,
+    TIMEOUT,
+    assert_same,
+    ckpts,
+    final_weights,
+    model_opt,
+    references,
+    resume_run,
+    saved_checkpoint,
+    subprocess_env,
+)
 
 from kdsr_plugins.compat import find_latest_state
 from kdsr_plugins.core import preemption
 from kdsr_plugins.core.checkpoints import load_training_state_file
 from kdsr_plugins.core.resume import rng_state_for_rank
-from kdsr_testutils import edsr, experiment_dir, free_port, model_file, save_random_net, train_opt, write_yaml
-from test_fault_tolerance import (FAULT_TRAIN, TIMEOUT, assert_same, ckpts, final_weights, model_opt,  # noqa: F401
-                                  references, resume_run, saved_checkpoint, subprocess_env)
 
 MODEL = 'DUKDModel'  # random zoom-out / noise draws in every step, plus flip/rotation augmentation
 STOP_AT = 3
@@ -36,6 +54,11 @@ def dead_pid() -> int:
     proc = subprocess.Popen([sys.executable, '-c', 'pass'])
     proc.wait()
     return proc.pid
+
+
+def read(path: str) -> str:
+    with open(path) as f:
+        return f.read()
 
 
 def start_run(cmd: list[str], cwd: str, log: str, **env: str) -> subprocess.Popen:
@@ -49,7 +72,7 @@ def sigterm_when_paused(proc: subprocess.Popen, marker: str, log: str, group: bo
     deadline = time.monotonic() + TIMEOUT
     while not osp.exists(marker):
         if proc.poll() is not None:
-            pytest.fail(f'training ended (rc {proc.returncode}) before iteration {STOP_AT}:\n{open(log).read()[-3000:]}')
+            pytest.fail(f'training ended (rc {proc.returncode}) before iteration {STOP_AT}:\n{read(log)[-3000:]}')
         if time.monotonic() > deadline:
             os.killpg(proc.pid, signal.SIGKILL)
             pytest.fail('training did not reach the stop point in time')
@@ -62,7 +85,7 @@ def sigterm_when_paused(proc: subprocess.Popen, marker: str, log: str, group: bo
         return proc.wait(timeout=120)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
-        pytest.fail(f'no exit within 120 s of SIGTERM:\n{open(log).read()[-3000:]}')
+        pytest.fail(f'no exit within 120 s of SIGTERM:\n{read(log)[-3000:]}')
 
 
 # ----------------------------------------------------------------------------------- unit level
@@ -106,7 +129,7 @@ def test_sigterm_handler_only_sets_a_flag():
 # ----------------------------------------------------------------------------------- single process
 @pytest.mark.slow
 @pytest.mark.subprocess
-def test_sigterm_saves_the_current_iteration_and_auto_resume_is_exact(workdir, demo_data, ckpts, references):
+def test_sigterm_saves_the_current_iteration_and_auto_resume_is_exact(workdir, demo_data, ckpts, references):  # noqa: F811
     root, name = str(workdir), f'sigterm_{MODEL}'
     yml = write_yaml(model_opt(MODEL, name, demo_data, ckpts), osp.join(root, f'{name}.yml'))
     marker, log = osp.join(root, 'paused'), osp.join(root, 'stopped.log')
@@ -116,7 +139,7 @@ def test_sigterm_saves_the_current_iteration_and_auto_resume_is_exact(workdir, d
         reference = references(MODEL)  # in-process, while the subprocess starts up
     finally:
         rc = sigterm_when_paused(proc, marker, log)
-    text = open(log).read()
+    text = read(log)
     assert rc == 143, text[-3000:]
     assert f'SIGTERM received: saving the checkpoint and training state of iteration {STOP_AT}' in text
     assert f'Preempted at iteration {STOP_AT}: resumable state saved.' in text
@@ -158,21 +181,21 @@ def torchrun(script_args: list[str], nproc: int = 2) -> list[str]:
 @pytest.mark.slow
 @pytest.mark.subprocess
 @pytest.mark.ddp
-def test_ddp_sigterm_then_auto_resume_is_bit_exact(workdir, demo_data, ckpts):
+def test_ddp_sigterm_then_auto_resume_is_bit_exact(workdir, demo_data, ckpts):  # noqa: F811
     """2 ranks: uninterrupted vs SIGTERM at iteration 3 + ``--auto_resume``; every rank's random states restored."""
     root = str(workdir)
     ref_name, name = f'ddp_ref_{MODEL}', f'ddp_sigterm_{MODEL}'
     ref_yml = write_yaml(model_opt(MODEL, ref_name, demo_data, ckpts), osp.join(root, f'{ref_name}.yml'))
     yml = write_yaml(model_opt(MODEL, name, demo_data, ckpts), osp.join(root, f'{name}.yml'))
     ref = subprocess.run(torchrun([FAULT_TRAIN, '-opt', ref_yml]), cwd=root, env=subprocess_env(), timeout=TIMEOUT,
-                         capture_output=True, text=True)
+                         capture_output=True, text=True, check=False)
     assert ref.returncode == 0, ref.stdout[-2000:] + ref.stderr[-3000:]
 
     marker, log = osp.join(root, 'paused'), osp.join(root, 'stopped.log')
     proc = start_run(torchrun([FAULT_TRAIN, '-opt', yml]), root, log, KDSR_FAULT_PAUSE=f'term:{STOP_AT}',
                      KDSR_FAULT_MARKER=marker)
     rc = sigterm_when_paused(proc, marker, log, group=True)
-    text = open(log).read()
+    text = read(log)
     assert rc != 0, 'a preempted run must not report success'
     assert f'Preempted at iteration {STOP_AT}: resumable state saved.' in text, text[-4000:]
     states_dir = osp.join(experiment_dir(root, name), 'training_states')
@@ -182,7 +205,7 @@ def test_ddp_sigterm_then_auto_resume_is_bit_exact(workdir, demo_data, ckpts):
     assert not torch.equal(state['rng_ranks'][0]['torch'], state['rng_ranks'][1]['torch'])  # ranks draw differently
 
     resumed = subprocess.run(torchrun([FAULT_TRAIN, '-opt', yml, '--auto_resume']), cwd=root, env=subprocess_env(),
-                             timeout=TIMEOUT, capture_output=True, text=True)
+                             timeout=TIMEOUT, capture_output=True, text=True, check=False)
     out = resumed.stdout + resumed.stderr
     assert resumed.returncode == 0, out[-4000:]
     assert f'Resuming training from epoch: {state["epoch"]}, iter: {STOP_AT}.' in out
@@ -205,6 +228,6 @@ def test_finished_torchrun_run_exits_zero_ten_times_in_a_row(workdir, demo_data)
         cwd = workdir / f'run{repeat}'
         cwd.mkdir()
         proc = subprocess.run(torchrun(['-m', 'kdsr_plugins.train', '-opt', yml]), cwd=str(cwd),
-                              env=subprocess_env(), timeout=TIMEOUT, capture_output=True, text=True)
+                              env=subprocess_env(), timeout=TIMEOUT, capture_output=True, text=True, check=False)
         assert proc.returncode == 0, (repeat, proc.stdout[-2000:], proc.stderr[-4000:])
         assert osp.isfile(model_file(str(cwd), 'ddp_exit', 'net_g', 'latest')), repeat

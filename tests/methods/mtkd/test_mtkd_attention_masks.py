@@ -15,9 +15,13 @@ import torch
 from basicsr.archs import build_network
 from basicsr.archs.swinir_arch import window_partition, window_reverse
 
-from kdsr_plugins.methods.mtkd.aggregator import load_aggregator
 from kdsr_plugins.core.teachers import TeacherSpec
-from kdsr_plugins.methods.mtkd.mtkd_dctswin_arch import DEFAULT_MASK_MODE, DCTSwinBlock, MTKDDCTSwin
+from kdsr_plugins.methods.mtkd.aggregator import load_aggregator
+from kdsr_plugins.methods.mtkd.mtkd_dctswin_arch import (
+    DEFAULT_MASK_MODE,
+    DCTSwinBlock,
+    MTKDDCTSwin,
+)
 
 CPU = torch.device('cpu')
 WS = 4
@@ -168,8 +172,8 @@ def test_network_modes_agree_only_at_img_size():
 
 
 def test_public_mtkd_checkpoint_forces_the_public_masks(tmp_path):
-    net_opt = dict(type='MTKDDCTSwin', num_teachers=2, upscale=2, img_size=16, window_size=4, embed_dim=12,
-                   depths=[2], num_heads=[2], num_feat=8, mlp_ratio=2)
+    net_opt = {'type': 'MTKDDCTSwin', 'num_teachers': 2, 'upscale': 2, 'img_size': 16, 'window_size': 4,
+               'embed_dim': 12, 'depths': [2], 'num_heads': [2], 'num_feat': 8, 'mlp_ratio': 2}
     torch.manual_seed(3)
     public = build_network(dict(net_opt, output_convention='mean255')).state_dict()
     public['layers.0.residual_group.blocks.1.attn_mask'] = torch.zeros(16, 16, 16)
