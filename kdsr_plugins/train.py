@@ -4,18 +4,36 @@ Usage:
     python -m kdsr_plugins.train -opt options/train/KD/X.yml [--launcher pytorch] [--auto_resume] [--debug]
     torchrun --nproc_per_node 2 -m kdsr_plugins.train -opt X.yml --launcher pytorch
 Outputs go to ``experiments/``, ``tb_logger/`` under the current directory.
+
+SIGTERM (sent by SLURM and Kubernetes before a kill) stops the run at the end of the current
+iteration with a checkpoint and a resumable training state, exit status 143; ``--auto_resume``
+continues from it. A finished distributed run ends with a barrier and ``destroy_process_group``
+(docs/guarantees.md, "Preemption and distributed exits").
 """
 import os
+import sys
 
-import kdsr_plugins  # noqa: F401  (top level: spawned workers must re-register)
+import kdsr_plugins  # noqa: F401,I001  (first: installs the shims basicsr needs; spawned workers re-register)
 from basicsr.train import train_pipeline
 
 from kdsr_plugins.cli_common import prepare_argv
+from kdsr_plugins.core.preemption import (TrainingPreempted, finish_distributed, install_sigterm_handler,
+                                          uninstall_sigterm_handler)
 
 
 def main() -> None:
     prepare_argv()
-    train_pipeline(os.getcwd())
+    install_sigterm_handler()
+    try:
+        train_pipeline(os.getcwd())
+    except TrainingPreempted as stop:
+        finish_distributed()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        raise SystemExit(stop.code) from None
+    finally:
+        uninstall_sigterm_handler()
+    finish_distributed()
 
 
 if __name__ == '__main__':

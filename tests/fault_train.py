@@ -10,6 +10,9 @@ Environment variables (all optional; without them this is exactly ``kdsr_plugins
   (e.g. ``4.state``, ``net_g_4.pth``), after the temporary file is written and before
   ``os.replace`` publishes it, write the marker and sleep until killed: a kill "during
   checkpoint writing", deterministically.
+* ``KDSR_FAULT_PAUSE=term:<k>``: after the optimizer step of iteration ``k`` write the marker
+  and wait (on rank 0 only) until SIGTERM has been received, then carry on: the run must then
+  stop at the end of iteration ``k`` with a resumable state (preemption tests).
 * ``KDSR_FAULT_DUMP=<path>``: after ``model.resume_training``, save what the model holds (bare
   student, EMA, auxiliary modules, optimizer and scheduler state dicts, the resumed iteration)
   to ``path`` for comparison with the checkpoint files.
@@ -42,6 +45,21 @@ def pause_here(where: str) -> None:
     os.replace(marker + '.part', marker)
     time.sleep(PAUSE_SECONDS)
     raise SystemExit(f'fault_train: not killed within {PAUSE_SECONDS} s at {where}')
+
+
+def wait_for_sigterm(where: str) -> None:
+    """Announce the pause through the marker file, then wait until the SIGTERM handler has run."""
+    from kdsr_plugins.core import preemption
+
+    marker = os.environ['KDSR_FAULT_MARKER']
+    with open(marker + '.part', 'w') as f:
+        f.write(f'{where} pid {os.getpid()}')
+    os.replace(marker + '.part', marker)
+    deadline = time.monotonic() + PAUSE_SECONDS
+    while not preemption._STATE['requested']:
+        if time.monotonic() > deadline:
+            raise SystemExit(f'fault_train: no SIGTERM within {PAUSE_SECONDS} s at {where}')
+        time.sleep(0.02)
 
 
 class _PausingOs:
@@ -78,25 +96,30 @@ def install_hooks() -> None:
     pause = os.environ.get('KDSR_FAULT_PAUSE')
     dump = os.environ.get('KDSR_FAULT_DUMP')
     pause_iter = None
+    wait_iter = None
     if pause:
         kind, _, arg = pause.partition(':')
         if kind == 'write':
             checkpoints.os = _PausingOs(arg)
         elif kind == 'step':
             pause_iter = int(arg)
+        elif kind == 'term':
+            wait_iter = int(arg) if os.environ.get('RANK', '0') == '0' else None
         else:
             raise ValueError(f'KDSR_FAULT_PAUSE: unknown kind {kind!r}')
     build_model = basicsr_train.build_model
 
     def build_and_hook(opt: dict) -> Any:
         model = build_model(opt)
-        if pause_iter is not None:
+        if pause_iter is not None or wait_iter is not None:
             optimize = model.optimize_parameters
 
             def optimize_then_pause(current_iter: int) -> None:
                 optimize(current_iter)
                 if current_iter == pause_iter:
                     pause_here(f'step {current_iter}')
+                if current_iter == wait_iter:
+                    wait_for_sigterm(f'step {current_iter}')
             model.optimize_parameters = optimize_then_pause
         if dump:
             resume = model.resume_training

@@ -120,7 +120,7 @@ def test_stage1_run_saves_kd_meta_and_validates_with_teachers(stage1):
     ckpt = torch.load(stage1['ckpt'], weights_only=True)
     assert set(ckpt) == {'params', 'params_ema', 'kd_meta'}
     assert ckpt['kd_meta'] == {'teacher_order': ['edsr', 'swinir'], 'teacher_types': ['EDSR', 'SwinIR'],
-                               'num_teachers': 2, 'scale': 4, 'output_convention': 'image', 'mask_mode': 'dct_label'}
+                               'num_teachers': 2, 'scale': 4, 'output_convention': 'image', 'mask_mode': 'reference'}
     log = stage1['log']
     assert 'l_pix:' in log and 'l_kd' not in log
     assert '# psnr:' in log  # validation ran: LR -> both teachers (SwinIR padded) -> aggregator

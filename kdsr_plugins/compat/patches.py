@@ -4,6 +4,8 @@
   excluded from ``check_resume``, and a hand-over to the exact-resume prefetcher
   (``kdsr_plugins.core.resume``);
 * distributed initialisation (R2): gloo without CUDA, nccl with it;
+* the train prefetchers' end-of-iteration SIGTERM check (``kdsr_plugins.core.preemption``);
+  stale ``*.tmp<pid>`` checkpoint files removed when the resume state is looked up;
 * option files parsed with PyYAML's safe loader (BasicSR uses the full one, which runs code);
 * clearer errors: unknown registry names list close matches and the registered names
   (``Registry.get``), and dataset blocks are validated before BasicSR builds them
@@ -50,6 +52,16 @@ def load_resume_state(opt: dict) -> dict | None:
     """
     from basicsr.utils import check_resume
 
+    if opt.get('rank', 0) == 0:  # leftovers of killed atomic writes (docs/guarantees.md, preemption section)
+        from kdsr_plugins.core.preemption import remove_stale_temp_files
+        root = opt.get('root_path', os.getcwd())
+        exp = osp.join(root, 'experiments', opt['name'])
+        folders = {opt['path'].get('models'), opt['path'].get('training_states'), osp.join(exp, 'models'),
+                   osp.join(exp, 'training_states')}
+        if opt['path'].get('resume_state'):
+            folders.add(osp.dirname(osp.abspath(opt['path']['resume_state'])))
+        remove_stale_temp_files(sorted(f for f in folders if f))
+
     resume_state_path = None
     if opt.get('auto_resume'):
         root = opt.get('root_path', os.getcwd())
@@ -80,7 +92,7 @@ def load_resume_state(opt: dict) -> dict | None:
     opt['path']['ignore_resume_networks'] = ignore
     check_resume(opt, resume_state['iter'])
     from kdsr_plugins.core.resume import schedule_resume
-    schedule_resume(resume_state)
+    schedule_resume(resume_state, rank=int(opt.get('rank', 0)), world_size=int(opt.get('world_size', 1)))
     return resume_state
 
 
@@ -247,11 +259,12 @@ def apply_runtime_patches() -> None:
         return
     from basicsr.utils.registry import Registry
 
-    from kdsr_plugins.core.resume import ResumablePrefetcher
+    from kdsr_plugins.core.resume import PreemptibleCUDAPrefetcher, ResumablePrefetcher
 
     basicsr_train = importlib.import_module('basicsr.train')
     basicsr_train.load_resume_state = load_resume_state
     basicsr_train.CPUPrefetcher = ResumablePrefetcher
+    basicsr_train.CUDAPrefetcher = PreemptibleCUDAPrefetcher
     basicsr_options = importlib.import_module('basicsr.utils.options')
     basicsr_options.init_dist = init_dist
     basicsr_options.ordered_yaml = safe_ordered_yaml

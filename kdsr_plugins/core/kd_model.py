@@ -28,7 +28,8 @@ from kdsr_plugins.core.checkpoints import (CheckpointError, atomic_torch_save, e
                                             load_checkpoint_file, load_state_dict_into)
 from kdsr_plugins.core.option_checks import NOOP_VAL_SELF_ENSEMBLE, loss_block, network_block
 from kdsr_plugins.core.options import arch_scale
-from kdsr_plugins.core.resume import capture_rng_state, restore_rng_state
+from kdsr_plugins.core.preemption import register_training_model
+from kdsr_plugins.core.resume import capture_rng_state, gather_rng_states, restore_rng_state
 from kdsr_plugins.core.schema import Field, Schema
 from kdsr_plugins.core.teachers import TEACHER_SCHEMA, TeacherSpec, check_teacher_scale, parse_teacher_specs
 
@@ -94,9 +95,13 @@ class KDModel(SRModel):
         self.net_aux: nn.Module | None = None
         self.cached_targets: dict[str, torch.Tensor] = {}
         self._checked_teacher_output = False
+        #: The iteration BasicSR's loop started last (``update_learning_rate``); a SIGTERM stop saves it.
+        self.last_started_iter: int | None = None
         super().__init__(opt)
         if not self.is_train and self.teachers_at_test:
             self.build_teachers()
+        if self.is_train:
+            register_training_model(self)
 
     # ------------------------------------------------------------------ device / loading
     def model_to_device(self, net: nn.Module) -> nn.Module:
@@ -306,6 +311,11 @@ class KDModel(SRModel):
         self.optimizers.append(self.optimizer_g)
 
     # ------------------------------------------------------------------ one iteration
+    def update_learning_rate(self, current_iter: int, warmup_iter: int = -1) -> None:
+        """BasicSR's schedule step, called first in every iteration; remembers the iteration."""
+        self.last_started_iter = int(current_iter)
+        super().update_learning_rate(current_iter, warmup_iter)
+
     def optimize_parameters(self, current_iter: int) -> None:
         self.optimizer_g.zero_grad(set_to_none=True)
         self.set_teacher_modes()
@@ -432,15 +442,25 @@ class KDModel(SRModel):
         """Hook: extra (weights-only-safe) entries stored with a network checkpoint."""
         return {}
 
-    @master_only
     def save_training_state(self, epoch: int, current_iter: int) -> None:
+        """``<iter>.state`` (rank 0 writes): optimizers, schedulers, epoch, iteration, random states.
+
+        Single process: ``rng`` = this process's states. DDP: ``rng_ranks`` = every rank's states
+        (index = rank), gathered from all ranks, so this method is collective under DDP (BasicSR
+        calls ``save`` on every rank).
+        """
         if current_iter == -1:
+            return
+        per_rank = gather_rng_states() if self.opt['dist'] else None
+        if self.opt['rank'] != 0:
             return
         state = {'epoch': epoch, 'iter': current_iter,
                  'optimizers': [o.state_dict() for o in self.optimizers],
-                 'schedulers': [s.state_dict() for s in self.schedulers],
-                 # per-rank random states would be needed under DDP; there only the data position is restored
-                 'rng': None if self.opt['dist'] else capture_rng_state()}
+                 'schedulers': [s.state_dict() for s in self.schedulers]}
+        if per_rank is None:
+            state['rng'] = capture_rng_state()
+        else:
+            state['rng'], state['rng_ranks'] = None, per_rank
         atomic_torch_save(state, osp.join(self.opt['path']['training_states'], f'{current_iter}.state'))
 
     def resume_training(self, resume_state: dict) -> None:

@@ -47,7 +47,7 @@ def aggregator(scale: int, output_convention: str = 'image') -> dict:
     """The released x4 DCTSwin hyper-parameters (docs/mtkd.md, "5. Shipped option YAMLs") at ``scale``."""
     return dict(type='MTKDDCTSwin', num_teachers=len(TEACHER_ORDER), upscale=scale, img_size=256, window_size=8,
                 embed_dim=96, depths=[4, 4], num_heads=[6, 6], mlp_ratio=2, upsampler='pixelshuffle',
-                resi_connection='1conv', output_convention=output_convention, mask_mode='dct_label')
+                resi_connection='1conv', output_convention=output_convention, mask_mode='reference')
 
 
 STUDENTS = {

@@ -20,7 +20,8 @@ from kdsr_plugins.core.option_checks import network_block
 from kdsr_plugins.core.options import arch_scale
 from kdsr_plugins.core.schema import Field, Schema, check_choice
 from kdsr_plugins.core.teachers import TeacherSpec
-from kdsr_plugins.methods.mtkd.public_checkpoint import PUBLIC_MTKD_OUTPUT_CONVENTION, convert_public_mtkd_aggregator
+from kdsr_plugins.methods.mtkd.public_checkpoint import (PUBLIC_MTKD_MASK_MODE, PUBLIC_MTKD_OUTPUT_CONVENTION,
+                                                          convert_public_mtkd_aggregator)
 
 __all__ = ['AGGREGATOR_KEYS', 'TeacherOrderError', 'check_teacher_order', 'kd_meta_of', 'load_aggregator', 'teacher_sr']
 
@@ -132,6 +133,11 @@ def load_aggregator(agg_opt: Mapping[str, Any], specs: Sequence[TeacherSpec], sc
             raise ValueError(f'aggregator.format public_mtkd: checkpoints of the public MTKD code encode the '
                              f'{PUBLIC_MTKD_OUTPUT_CONVENTION!r} output convention, but network.output_convention '
                              f'is {convention!r}.')
+        mask_mode = net_opt.setdefault('mask_mode', PUBLIC_MTKD_MASK_MODE)
+        if mask_mode != PUBLIC_MTKD_MASK_MODE:
+            raise ValueError(f'aggregator.format public_mtkd: checkpoints of the public MTKD code were trained with '
+                             f'its attention masks (mask_mode {PUBLIC_MTKD_MASK_MODE!r}), but network.mask_mode is '
+                             f'{mask_mode!r}: remove it or set it to {PUBLIC_MTKD_MASK_MODE!r}.')
     pretrain = agg_opt.get('pretrain')
     if not pretrain:
         raise ValueError('aggregator.pretrain is required: the stage-1 checkpoint '

@@ -21,11 +21,14 @@ from basicsr.utils.registry import ARCH_REGISTRY
 from kdsr_plugins.methods.mtkd.dct import dct_matrix, idct_matrix, pad_to_multiple
 from kdsr_plugins.core.schema import check_choice
 
-__all__ = ['MTKDDCTSwin', 'DCTSwinBlock', 'RGB_MEAN', 'OUTPUT_CONVENTIONS', 'MASK_MODES']
+__all__ = ['MTKDDCTSwin', 'DCTSwinBlock', 'RGB_MEAN', 'OUTPUT_CONVENTIONS', 'MASK_MODES', 'DEFAULT_MASK_MODE']
 
 RGB_MEAN = (0.4488, 0.4371, 0.4040)
 OUTPUT_CONVENTIONS = ('image', 'mean255')
-MASK_MODES = ('dct_label', 'none')
+#: ``reference``: the public code's masks (every block masked when the feature size differs from
+#: ``img_size``); ``dct_label``: shifted blocks only; ``none``: no mask. See docs/mtkd.md, "Attention masks".
+MASK_MODES = ('reference', 'dct_label', 'none')
+DEFAULT_MASK_MODE = 'reference'
 _MASK_EQ_TOL = 1e-6
 _MASK_CACHE_SIZE = 8
 
@@ -36,14 +39,23 @@ class DCTSwinBlock(SwinTransformerBlock):
     Identical to BasicSR's ``SwinTransformerBlock`` (same submodules and parameter names) except
     that each window is DCT-transformed (unnormalised DCT-II, per channel, token index =
     vertical frequency * ws + horizontal frequency) before the attention and inverse-transformed
-    after it, and the shifted-window mask is built by sending the Swin region-label image
-    through the same DCT partition (``mask_mode='dct_label'``) or dropped (``'none'``). No mask
-    is stored in the state dict; masks are cached per (H, W, device).
+    after it. The attention mask is built by sending the Swin region-label image through the
+    same DCT partition. ``mask_mode``:
+
+    * ``'reference'`` (default): as the public MTKD code. When the feature size differs from
+      ``input_resolution`` (the nominal ``img_size``), every block recomputes that mask, the
+      regular ones included: their label image is constant, so the mask isolates the DC token
+      from the other ``ws² - 1`` tokens. At ``input_resolution`` a regular block is unmasked.
+    * ``'dct_label'``: shifted blocks masked, regular blocks never.
+    * ``'none'``: no mask.
+
+    No mask is stored in the state dict; masks are cached per (H, W, device). The DCT matrices
+    are applied in the input's dtype (built in float64, cached per dtype and device).
 
     Args:
-        dim: Channels. input_resolution: nominal resolution (only used, as in SwinIR, to shrink
-        the window when ``min(input_resolution) <= window_size``). Other args: see
-        ``SwinTransformerBlock``. mask_mode: ``'dct_label'`` or ``'none'``.
+        dim: Channels. input_resolution: nominal resolution (as in SwinIR: shrinks the window
+        when ``min(input_resolution) <= window_size``, and decides the ``'reference'`` masks).
+        Other args: see ``SwinTransformerBlock``. mask_mode: one of ``MASK_MODES``.
     """
 
     def __init__(self,
@@ -60,7 +72,7 @@ class DCTSwinBlock(SwinTransformerBlock):
                  drop_path: float = 0.,
                  act_layer: type = nn.GELU,
                  norm_layer: type = nn.LayerNorm,
-                 mask_mode: str = 'dct_label') -> None:
+                 mask_mode: str = DEFAULT_MASK_MODE) -> None:
         # build with shift 0 so that the parent does not compute/store a spatial mask buffer
         super().__init__(
             dim=dim,
@@ -81,31 +93,42 @@ class DCTSwinBlock(SwinTransformerBlock):
         assert 0 <= self.shift_size < self.window_size, 'shift_size must in 0-window_size'
         check_choice(mask_mode, MASK_MODES, f'mask_mode must be one of {MASK_MODES}, got {mask_mode!r}')
         self.mask_mode = mask_mode
-        ws = self.window_size
-        self.register_buffer('dct_m', dct_matrix(ws, None, dtype=torch.float32), persistent=False)
-        self.register_buffer('dct_minv', idct_matrix(ws, None, dtype=torch.float32), persistent=False)
         self._mask_cache: Dict[Tuple[int, int, str], torch.Tensor] = {}
+        self._dct_cache: Dict[Tuple[torch.dtype, str], Tuple[torch.Tensor, torch.Tensor]] = {}
 
     # ---------------------------------------------------------------- window DCT
     @staticmethod
     def _window_transform(windows: torch.Tensor, mat: torch.Tensor) -> torch.Tensor:
         # windows: n x ws x ws x c; returns mat @ w @ mat.T over the two spatial axes, per channel
-        mat = mat.to(windows.dtype)
         return torch.einsum('kh,nhwc,lw->nklc', mat, windows, mat)
+
+    def dct_matrices(self, dtype: torch.dtype, device: torch.device) -> Tuple[torch.Tensor, torch.Tensor]:
+        """(DCT, inverse DCT) matrices of the window in ``dtype`` on ``device``, cast from float64 once."""
+        key = (dtype, str(device))
+        mats = self._dct_cache.get(key)
+        if mats is None:
+            ws = self.window_size
+            mats = (dct_matrix(ws, None, dtype=dtype, device=device), idct_matrix(ws, None, dtype=dtype, device=device))
+            self._dct_cache[key] = mats
+        return mats
 
     def dct_window_partition(self, x: torch.Tensor) -> torch.Tensor:
         """``b x h x w x c`` -> ``(nw*b) x ws x ws x c`` DCT coefficients of each window."""
-        return self._window_transform(window_partition(x, self.window_size), self.dct_m)
+        mat = self.dct_matrices(x.dtype, x.device)[0]
+        return self._window_transform(window_partition(x, self.window_size), mat)
 
     def dct_window_reverse(self, coeffs: torch.Tensor, h: int, w: int) -> torch.Tensor:
         """Inverse of :meth:`dct_window_partition` -> ``b x h x w x c``."""
-        return window_reverse(self._window_transform(coeffs, self.dct_minv), self.window_size, h, w)
+        minv = self.dct_matrices(coeffs.dtype, coeffs.device)[1]
+        return window_reverse(self._window_transform(coeffs, minv), self.window_size, h, w)
 
     # ---------------------------------------------------------------- mask
     def calculate_mask(self, x_size: Tuple[int, int]) -> torch.Tensor:
-        """Shifted-window mask (``nw x ws² x ws²``, 0 / -100) from the DCT of the region labels.
+        """Window mask (``nw x ws² x ws²``, 0 / -100) from the DCT of the Swin region labels.
 
         Computed in float64 on the CPU; transformed label values closer than 1e-6 count as equal.
+        With ``shift_size`` 0 the label slices reduce to one region (as in the public code), so
+        every window gets the DC-isolating pattern.
         """
         h, w = x_size
         ws, ss = self.window_size, self.shift_size
@@ -122,9 +145,17 @@ class DCTSwinBlock(SwinTransformerBlock):
         mask = torch.zeros_like(diff, dtype=torch.float32)
         return mask.masked_fill(diff.abs() >= _MASK_EQ_TOL, -100.0)
 
+    def uses_mask(self, x_size: Tuple[int, int]) -> bool:
+        """Whether this block masks its attention at feature size ``x_size`` (see ``mask_mode``)."""
+        if self.mask_mode == 'none':
+            return False
+        if self.shift_size > 0:
+            return True
+        return self.mask_mode == 'reference' and tuple(int(s) for s in x_size) != tuple(self.input_resolution)
+
     def get_attn_mask(self, x_size: Tuple[int, int], device: torch.device) -> Optional[torch.Tensor]:
-        """The attention mask used for feature size ``x_size`` (None for regular windows / 'none')."""
-        if self.shift_size == 0 or self.mask_mode == 'none':
+        """The attention mask used for feature size ``x_size`` (None where the block is unmasked)."""
+        if not self.uses_mask(x_size):
             return None
         key = (int(x_size[0]), int(x_size[1]), str(device))
         mask = self._mask_cache.get(key)
@@ -138,6 +169,7 @@ class DCTSwinBlock(SwinTransformerBlock):
     def __getstate__(self):  # keep pickles/deepcopies (EMA copies) free of cached masks
         state = self.__dict__.copy()
         state['_mask_cache'] = {}
+        state['_dct_cache'] = {}
         return state
 
     # ---------------------------------------------------------------- forward
@@ -196,7 +228,9 @@ class MTKDDCTSwin(nn.Module):
         upsampler: Only ``'pixelshuffle'``.
         num_feat: Reconstruction channels.
         output_convention: ``'image'`` or ``'mean255'``.
-        mask_mode: Shifted-window mask: ``'dct_label'`` (reference) or ``'none'``.
+        mask_mode: Attention masks: ``'reference'`` (default, the public code's: every block masked
+            when the feature size differs from ``img_size``), ``'dct_label'`` (shifted blocks
+            only) or ``'none'``.
     """
 
     def __init__(self,
@@ -223,7 +257,7 @@ class MTKDDCTSwin(nn.Module):
                  resi_connection: str = '1conv',
                  num_feat: int = 64,
                  output_convention: str = 'image',
-                 mask_mode: str = 'dct_label') -> None:
+                 mask_mode: str = DEFAULT_MASK_MODE) -> None:
         super().__init__()
         if in_chans is None:
             in_chans = 3 * int(num_teachers)

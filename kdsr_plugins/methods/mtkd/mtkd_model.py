@@ -22,7 +22,8 @@ from torch import nn
 from kdsr_plugins.core.arch_info import mirror_pad, pad_multiple
 from kdsr_plugins.core.checkpoints import (CheckpointError, extract_state_dict, load_checkpoint_file,
                                             load_state_dict_into)
-from kdsr_plugins.methods.mtkd.public_checkpoint import PUBLIC_MTKD_OUTPUT_CONVENTION, convert_public_mtkd_aggregator
+from kdsr_plugins.methods.mtkd.public_checkpoint import (PUBLIC_MTKD_MASK_MODE, PUBLIC_MTKD_OUTPUT_CONVENTION,
+                                                          convert_public_mtkd_aggregator)
 from kdsr_plugins.core.kd_model import KDModel
 from kdsr_plugins.core.teachers import parse_teacher_specs
 from kdsr_plugins.core.option_checks import loss_block
@@ -105,6 +106,10 @@ class MTKDAggregatorModel(_MTKDBase):
             if getattr(bare, 'output_convention', None) != PUBLIC_MTKD_OUTPUT_CONVENTION:
                 raise CheckpointError(f'{load_path!r} is a public-MTKD aggregator checkpoint (attn_mask buffers): '
                                       f'set network_g.output_convention: {PUBLIC_MTKD_OUTPUT_CONVENTION}.')
+            if getattr(bare, 'mask_mode', PUBLIC_MTKD_MASK_MODE) != PUBLIC_MTKD_MASK_MODE:
+                raise CheckpointError(f'{load_path!r} is a public-MTKD aggregator checkpoint (attn_mask buffers), '
+                                      f'trained with the public attention masks: set network_g.mask_mode: '
+                                      f'{PUBLIC_MTKD_MASK_MODE} (the default).')
             state = convert_public_mtkd_aggregator(state)
             logger.warning(f'{load_path!r}: public-MTKD checkpoint converted; it has no kd_meta, so the teacher order '
                            'cannot be verified (the public stage-1 order is [edsr, swinir, rcan]).')

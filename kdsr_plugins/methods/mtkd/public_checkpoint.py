@@ -10,8 +10,9 @@ The reference ``DCTSwin`` uses BasicSR SwinIR's module names (docs/mtkd.md, "2. 
   ``param_key`` entry is taken.
 
 ``relative_position_index`` buffers are kept: they are recomputed identically by
-``WindowAttention``. Reference checkpoints encode the ``mean255`` output parametrisation, so the
-network that loads them must be built with ``output_convention: mean255``.
+``WindowAttention``. Reference checkpoints encode the ``mean255`` output parametrisation and were
+trained with the public code's attention masks, so the network that loads them must be built
+with ``output_convention: mean255`` and ``mask_mode: reference``.
 """
 from __future__ import annotations
 
@@ -22,9 +23,10 @@ import torch
 
 from kdsr_plugins.core.checkpoints import is_state_dict, strip_module_prefix
 
-__all__ = ['convert_public_mtkd_aggregator', 'PUBLIC_MTKD_OUTPUT_CONVENTION']
+__all__ = ['convert_public_mtkd_aggregator', 'PUBLIC_MTKD_OUTPUT_CONVENTION', 'PUBLIC_MTKD_MASK_MODE']
 
 PUBLIC_MTKD_OUTPUT_CONVENTION = 'mean255'
+PUBLIC_MTKD_MASK_MODE = 'reference'
 _CKPT_KEYS = ('params_ema', 'params')
 
 
