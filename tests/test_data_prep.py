@@ -228,6 +228,53 @@ def test_div2k_input_errors(div2k_root, tmp_path):
     assert not osp.exists(tmp_path / 'out')
 
 
+def test_div2k_hr_only_generates_bicubic_lr(tmp_path):
+    """No DIV2K_train_LR_bicubic: LR = bicubic of the whole mod-cropped HR, cut at (y/s, x/s), PNG."""
+    root = tmp_path / 'hr_only'
+    os.makedirs(root / 'DIV2K_train_HR')
+    hrs = {'0001': _synthetic(253, 301, 11), '0002': _synthetic(240, 250, 12)}  # not multiples of 12
+    cv2.imwrite(str(root / 'DIV2K_train_HR' / '0001.png'), hrs['0001'])
+    cv2.imwrite(str(root / 'DIV2K_train_HR' / '0002.jpg'), hrs['0002'], [cv2.IMWRITE_JPEG_QUALITY, 90])
+    hrs['0002'] = cv2.imread(str(root / 'DIV2K_train_HR' / '0002.jpg'))
+    out = prepare_div2k(root, tmp_path / 'out', scales=(2, 4), crop_size=96, step=48, progress=False)
+    assert out['lr_generated'] and out['num_images'] == 2
+    assert not osp.exists(root / 'DIV2K_train_LR_bicubic')
+    for stem, hr in hrs.items():
+        hr_mod = modcrop(hr, 4)  # lcm of the scales
+        grid = subimage_grid(hr_mod.shape[0], hr_mod.shape[1], 96, 48)
+        for s in (2, 4):
+            lr_full = bicubic_downsample(hr_mod, s)
+            for j, (y, x) in enumerate(grid, 1):
+                key = f'{stem}_s{j:03d}'
+                path = osp.join(out['lr_sub'][s], f'{key}.png')
+                with open(path, 'rb') as f:
+                    assert f.read(8) == b'\x89PNG\r\n\x1a\n'
+                np.testing.assert_array_equal(cv2.imread(path), lr_full[y // s:(y + 96) // s, x // s:(x + 96) // s])
+                np.testing.assert_array_equal(_lmdb_image(out['lr_lmdb'][s], key),
+                                              lr_full[y // s:(y + 96) // s, x // s:(x + 96) // s])
+        np.testing.assert_array_equal(_lmdb_image(out['hr_lmdb'], f'{stem}_s{len(grid):03d}'),
+                                      hr_mod[grid[-1][0]:grid[-1][0] + 96, grid[-1][1]:grid[-1][1] + 96])
+    for s in (2, 4):
+        keys = check_paired_lmdb(out['hr_lmdb'], out['lr_lmdb'][s], s)
+        assert keys == sorted(osp.splitext(n)[0] for n in os.listdir(out['hr_sub']))
+    # the last sub-image is flush with the mod-cropped border: 253x301 -> 252x300
+    assert subimage_grid(252, 300, 96, 48)[-1] == (156, 204)
+
+
+def test_div2k_make_lr_flag_and_hint(div2k_root, tmp_path, capsys):
+    """--make-lr ignores existing LR files; a missing X{s} folder next to others stays an error, with a hint."""
+    out = prepare_div2k(div2k_root, tmp_path / 'o', scales=(3,), crop_size=240, step=240, make_lr=True,
+                        make_lmdb=False, progress=False)
+    hr = modcrop(cv2.imread(str(div2k_root / 'DIV2K_train_HR' / '0001.png')), 3)
+    np.testing.assert_array_equal(cv2.imread(osp.join(out['lr_sub'][3], '0001_s001.png')),
+                                  bicubic_downsample(hr, 3)[:80, :80])
+    with pytest.raises(FileNotFoundError, match='missing LR folder .*X3.*--make-lr'):
+        prepare_div2k(div2k_root, tmp_path / 'o2', scales=(3,))
+    assert cli_main(['div2k', '--input', str(div2k_root), '--output', str(tmp_path / 'o3'), '--scales', '4',
+                     '--crop-size', '240', '--step', '240', '--make-lr', '--no-lmdb']) == 0
+    assert 'bicubic LR generated from HR' in capsys.readouterr().out
+
+
 # ------------------------------------------------------------------------------------ benchmark
 def test_benchmark_generate_validate_and_load(tmp_path):
     import basicsr.data

@@ -34,8 +34,9 @@ def _cmd_demo(args: argparse.Namespace) -> None:
 def _cmd_div2k(args: argparse.Namespace) -> None:
     out = prepare_div2k(args.input, args.output or args.input, args.scales, crop_size=args.crop_size,
                         step=args.step, thresh_size=args.thresh_size, n_thread=args.n_thread,
-                        overwrite=args.overwrite, make_lmdb=not args.no_lmdb)
-    print(f'{out["num_subimages"]} sub-images from {out["num_images"]} DIV2K images')
+                        overwrite=args.overwrite, make_lmdb=not args.no_lmdb, make_lr=args.make_lr)
+    print(f'{out["num_subimages"]} sub-images from {out["num_images"]} DIV2K images'
+          + (' (bicubic LR generated from HR)' if out['lr_generated'] else ''))
     print(f'  HR: {out["hr_sub"]}' + ('' if args.no_lmdb else f'  ->  {out["hr_lmdb"]}'))
     for s in sorted(out['lr_sub']):
         print(f'  LR x{s}: {out["lr_sub"][s]}' + ('' if args.no_lmdb else f'  ->  {out["lr_lmdb"][s]}'))
@@ -78,7 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser('div2k', help='DIV2K sub-images and LMDBs (BasicSR recipe)')
-    p.add_argument('--input', required=True, help='folder with DIV2K_train_HR and DIV2K_train_LR_bicubic')
+    p.add_argument('--input', required=True,
+                   help='folder with DIV2K_train_HR and DIV2K_train_LR_bicubic (LR made from HR if absent)')
     p.add_argument('--output', default=None, help='output folder (default: the input folder)')
     p.add_argument('--scales', type=int, nargs='+', default=[2, 3, 4])
     p.add_argument('--crop-size', type=int, default=480)
@@ -86,6 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--thresh-size', type=int, default=0)
     p.add_argument('--n-thread', type=int, default=min(2, os.cpu_count() or 1), help='worker processes')
     p.add_argument('--no-lmdb', action='store_true', help='only extract sub-images')
+    p.add_argument('--make-lr', action='store_true', default=None,
+                   help='generate bicubic LR from HR even if DIV2K_train_LR_bicubic exists '
+                        '(default: only when it is absent)')
     p.add_argument('--overwrite', action='store_true', help='replace existing sub-image folders and LMDBs')
     p.set_defaults(func=_cmd_div2k)
 
