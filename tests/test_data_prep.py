@@ -341,3 +341,70 @@ def test_cli_demo_and_check(demo, capsys):
     assert cli_main(['check-lmdb', demo['train_gt_lmdb'], '--lq', demo['train_lq_lmdb'][2], '--scale', '2']) == 0
     assert capsys.readouterr().out.startswith('OK: 6 identical keys')
     assert cli_main(['demo', '--out', demo['root'], '--max-train-images', '2']) == 2
+
+
+# --------------------------------------------------------------------------------------- photos
+def _photo_manifest(tmp_path, photos, **extra):
+    import json
+    man = {'format': 1, 'max_pixels': 200000, 'mod': 12, 'scales': [4], 'crop_size': 96, 'step': 96, 'photos': photos,
+           **extra}
+    path = tmp_path / 'manifest.json'
+    path.write_text(json.dumps(man))
+    return str(path)
+
+
+def test_photo_set_from_manifest(tmp_path):
+    import json
+
+    import skimage
+
+    from kdsr_plugins.data_prep.photos import build_photo_set, sha256_file, source_path
+
+    photos = []
+    for f, split in (('astronaut.png', 'train'), ('coffee.png', 'val'), ('rocket.jpg', 'test')):
+        src = {'kind': 'skimage', 'version': skimage.__version__, 'file': f}
+        photos.append({'name': f.split('.')[0], 'split': split, 'source': src, 'sha256': sha256_file(source_path(src)),
+                       'resize_to': [300, 300] if f == 'astronaut.png' else None})
+    man = _photo_manifest(tmp_path, photos)
+    out = build_photo_set(man, str(tmp_path / 'photos'), progress=False)
+    assert out['counts'] == {'train': 1, 'val': 1, 'test': 1} and out['num_train_subimages'] == 16  # 0, 96, 192, 204 per axis
+    assert check_paired_lmdb(out['train_gt_lmdb'], out['train_lq_lmdb']['4'], 4)[0] == 'astronaut_s001'
+    hr = cv2.imread(str(tmp_path / 'photos' / 'test' / 'HR' / 'rocket.png'))
+    assert hr.shape == (420, 636, 3)  # 427x640 cropped to multiples of 12
+    lr = cv2.imread(str(tmp_path / 'photos' / 'test' / 'LR_bicubic' / 'X4' / 'rocketx4.png'))
+    np.testing.assert_array_equal(lr, bicubic_downsample(hr, 4))
+    astro = cv2.imread(str(tmp_path / 'photos' / 'train' / 'DIV2K_train_HR' / 'astronaut.png'))
+    ref = cv2.resize(cv2.imread(source_path(photos[0]['source'])), (300, 300), interpolation=cv2.INTER_AREA)
+    np.testing.assert_array_equal(astro, ref[:300, :300])
+    assert out['test']['4']['dataroot_gt'].endswith('test/HR')
+    assert json.loads((tmp_path / 'photos' / 'photo_set.json').read_text())['counts']['test'] == 1
+    with pytest.raises(FileExistsError):
+        build_photo_set(man, str(tmp_path / 'photos'), progress=False)
+
+
+def test_photo_manifest_refuses_bad_sources(tmp_path):
+    from kdsr_plugins.data_prep.photos import build_photo_set
+
+    src = {'kind': 'skimage', 'version': '0', 'file': 'coffee.png'}
+    man = _photo_manifest(tmp_path, [{'name': 'coffee', 'split': 'val', 'source': src, 'sha256': '0' * 64}])
+    with pytest.raises(ValueError, match='1 source files differ from the manifest'):
+        build_photo_set(man, str(tmp_path / 'o'), progress=False)
+    deb = {'kind': 'deb', 'package': 'no-such-wallpapers', 'version': '1.0-1', 'path': '/usr/share/none/x.jpg'}
+    man = _photo_manifest(tmp_path, [{'name': 'x', 'split': 'test', 'source': deb, 'sha256': '1' * 64}])
+    with pytest.raises(FileNotFoundError, match='apt-get install no-such-wallpapers=1.0-1'):
+        build_photo_set(man, str(tmp_path / 'o'), root=str(tmp_path), progress=False)
+    man = _photo_manifest(tmp_path, [{'name': 'x', 'split': 'holdout', 'source': deb, 'sha256': '1' * 64}])
+    with pytest.raises(ValueError, match='valid split'):
+        build_photo_set(man, str(tmp_path / 'o'), progress=False)
+    assert not osp.exists(tmp_path / 'o')
+
+
+def test_committed_photo_manifest_is_consistent():
+    """The committed manifest: >= 30 photos of >= 1 MP from Debian, >= 10 test, disjoint splits by source."""
+    from kdsr_plugins.data_prep.photos import load_manifest
+
+    man = load_manifest(osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'scripts', 'photo_manifest.json'))
+    debs = [p for p in man['photos'] if p['source']['kind'] == 'deb']
+    assert len(debs) >= 30 and all(p['source_size'][0] * p['source_size'][1] >= 1_000_000 for p in debs)
+    assert sum(p['split'] == 'test' for p in man['photos']) >= 10
+    assert len({p['source']['path'] for p in debs}) == len(debs)
