@@ -304,6 +304,31 @@ def test_benchmark_generate_validate_and_load(tmp_path):
         prepare_benchmark(root, ['Set5', 'Set14'], [4])
 
 
+def test_benchmark_jpeg_hr_gets_png_lr(tmp_path):
+    """JPEG HR: LR is written as lossless PNG, and a PNG copy of HR is the GT folder BasicSR pairs with it."""
+    import basicsr.data
+
+    root = tmp_path / 'bench'
+    os.makedirs(root / 'Set14' / 'HR')
+    cv2.imwrite(str(root / 'Set14' / 'HR' / 'lenna.jpg'), _synthetic(90, 70, 7), [cv2.IMWRITE_JPEG_QUALITY, 80])
+    cv2.imwrite(str(root / 'Set14' / 'HR' / 'zebra.png'), _synthetic(64, 64, 8))
+    opt = prepare_benchmark(root, ['Set14'], [4], progress=False)['Set14'][4]
+    assert opt['dataroot_gt'] == str(root / 'Set14' / 'HR_png') and opt['filename_tmpl'] == '{}x4'
+    assert sorted(os.listdir(opt['dataroot_lq'])) == ['lennax4.png', 'zebrax4.png']
+    hr = cv2.imread(str(root / 'Set14' / 'HR' / 'lenna.jpg'), cv2.IMREAD_COLOR)
+    np.testing.assert_array_equal(cv2.imread(str(root / 'Set14' / 'HR_png' / 'lenna.png')), hr)
+    lr_path = osp.join(opt['dataroot_lq'], 'lennax4.png')
+    with open(lr_path, 'rb') as f:
+        assert f.read(8) == b'\x89PNG\r\n\x1a\n'
+    np.testing.assert_array_equal(cv2.imread(lr_path), bicubic_downsample(modcrop(hr, 4), 4))
+    assert benchmark_dataset_opt(root, 'Set14', 4) == opt
+    ds = basicsr.data.build_dataset({**opt, 'phase': 'val', 'scale': 4})
+    assert len(ds) == 2 and ds[0]['gt'].shape == (3, 88, 68) and ds[0]['lq'].shape == (3, 22, 17)
+    # running again validates the existing folders; --overwrite rebuilds both
+    assert prepare_benchmark(root, ['Set14'], [4], progress=False)['Set14'][4] == opt
+    assert prepare_benchmark(root, ['Set14'], [4], overwrite=True, progress=False)['Set14'][4] == opt
+
+
 # ---------------------------------------------------------------------------------------- BasicSR
 def test_basicsr_paired_dataset_loads_demo_lmdb(demo):
     import basicsr.data
