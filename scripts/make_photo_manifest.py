@@ -3,7 +3,7 @@
 Run once by a maintainer (the committed manifest is the record); users rebuild the set with::
 
     apt-get install mate-backgrounds=1.26.0-1 lomiri-wallpapers-16.04=20.04.0-2 \
-        lomiri-wallpapers-20.04=20.04.0-2 ukui-wallpapers=20.04.3-1.1 \
+        lomiri-wallpapers-20.04=20.04.0-2 \
         plasma-workspace-wallpapers=4:5.27.5-2
     python -m kdsr_plugins.data_prep photos --manifest scripts/photo_manifest.json
 
