@@ -51,22 +51,15 @@ def sha256(path: str) -> str:
     return h.hexdigest()
 
 
-def checkpoint_path(exp: str, iteration: int | None) -> tuple[str, int | None, bool]:
-    """``(path, iterations trained, finished)`` of the checkpoint to ship."""
-    models = osp.join(exp, 'models')
-    states = [int(osp.splitext(osp.basename(p))[0]) for p in glob.glob(osp.join(exp, 'training_states', '*.state'))]
-    if iteration is not None:
-        path = osp.join(models, f'net_g_{iteration}.pth')
-        finished = False
-    else:
-        path = osp.join(models, 'net_g_latest.pth')
-        finished = True
-        iteration = None  # filled from the option file's total_iter by the caller
+def checkpoint_path(exp: str, iteration: int | None) -> tuple[str, bool]:
+    """``(path, finished)`` of the checkpoint to ship: ``net_g_latest.pth`` (written at the end of
+    training) or ``net_g_<iteration>.pth``."""
+    name = 'net_g_latest.pth' if iteration is None else f'net_g_{iteration}.pth'
+    path = osp.join(exp, 'models', name)
     if not osp.isfile(path):
-        have = sorted(glob.glob(osp.join(models, 'net_g_*.pth')))
-        raise SystemExit(f'no checkpoint {path}; available: {", ".join(osp.basename(p) for p in have) or "none"}'
-                         + ('' if iteration is None else '') + (f' (latest state: {max(states)})' if states else ''))
-    return path, iteration, finished
+        have = sorted(osp.basename(p) for p in glob.glob(osp.join(exp, 'models', 'net_g_*.pth')))
+        raise SystemExit(f'no checkpoint {path}; available: {", ".join(have) or "none"}')
+    return path, iteration is None
 
 
 def load_params(path: str) -> dict[str, torch.Tensor]:
@@ -96,7 +89,7 @@ def evaluate(network_opt: dict, params: dict[str, torch.Tensor], data_root: str,
         item = ds[i]
         sr = tensor2img([net(item['lq'].unsqueeze(0))])
         gt = tensor2img([item['gt'].unsqueeze(0)])
-        name = osp.splitext(osp.basename(item['lq_path']))[0]
+        name = osp.splitext(osp.basename(item['gt_path']))[0]
         per_image[name] = {'psnr': float(calculate_psnr(sr, gt, crop_border=scale, test_y_channel=True)),
                            'ssim': float(calculate_ssim(sr, gt, crop_border=scale, test_y_channel=True))}
         print(f'  {name}: PSNR {per_image[name]["psnr"]:.3f} SSIM {per_image[name]["ssim"]:.4f}', flush=True)
@@ -120,9 +113,8 @@ def make_card(args: argparse.Namespace) -> dict:
     with open(args.opt, encoding='utf-8') as f:
         opt = yaml.safe_load(f)
     scale = int(opt['scale'])
-    ckpt, iters, finished = checkpoint_path(args.exp, args.iter)
-    if iters is None:
-        iters = int(opt['train']['total_iter'])
+    ckpt, finished = checkpoint_path(args.exp, args.iter)
+    iters = int(opt['train']['total_iter']) if finished else args.iter
     params = load_params(ckpt)
     print(f'{args.name}: {ckpt} ({iters} iterations); testing on {args.data}/test ...', flush=True)
     metrics = evaluate(opt['network_g'], params, args.data, scale)
