@@ -228,6 +228,53 @@ def test_div2k_input_errors(div2k_root, tmp_path):
     assert not osp.exists(tmp_path / 'out')
 
 
+def test_div2k_hr_only_generates_bicubic_lr(tmp_path):
+    """No DIV2K_train_LR_bicubic: LR = bicubic of the whole mod-cropped HR, cut at (y/s, x/s), PNG."""
+    root = tmp_path / 'hr_only'
+    os.makedirs(root / 'DIV2K_train_HR')
+    hrs = {'0001': _synthetic(253, 301, 11), '0002': _synthetic(240, 250, 12)}  # not multiples of 12
+    cv2.imwrite(str(root / 'DIV2K_train_HR' / '0001.png'), hrs['0001'])
+    cv2.imwrite(str(root / 'DIV2K_train_HR' / '0002.jpg'), hrs['0002'], [cv2.IMWRITE_JPEG_QUALITY, 90])
+    hrs['0002'] = cv2.imread(str(root / 'DIV2K_train_HR' / '0002.jpg'))
+    out = prepare_div2k(root, tmp_path / 'out', scales=(2, 4), crop_size=96, step=48, progress=False)
+    assert out['lr_generated'] and out['num_images'] == 2
+    assert not osp.exists(root / 'DIV2K_train_LR_bicubic')
+    for stem, hr in hrs.items():
+        hr_mod = modcrop(hr, 4)  # lcm of the scales
+        grid = subimage_grid(hr_mod.shape[0], hr_mod.shape[1], 96, 48)
+        for s in (2, 4):
+            lr_full = bicubic_downsample(hr_mod, s)
+            for j, (y, x) in enumerate(grid, 1):
+                key = f'{stem}_s{j:03d}'
+                path = osp.join(out['lr_sub'][s], f'{key}.png')
+                with open(path, 'rb') as f:
+                    assert f.read(8) == b'\x89PNG\r\n\x1a\n'
+                np.testing.assert_array_equal(cv2.imread(path), lr_full[y // s:(y + 96) // s, x // s:(x + 96) // s])
+                np.testing.assert_array_equal(_lmdb_image(out['lr_lmdb'][s], key),
+                                              lr_full[y // s:(y + 96) // s, x // s:(x + 96) // s])
+        np.testing.assert_array_equal(_lmdb_image(out['hr_lmdb'], f'{stem}_s{len(grid):03d}'),
+                                      hr_mod[grid[-1][0]:grid[-1][0] + 96, grid[-1][1]:grid[-1][1] + 96])
+    for s in (2, 4):
+        keys = check_paired_lmdb(out['hr_lmdb'], out['lr_lmdb'][s], s)
+        assert keys == sorted(osp.splitext(n)[0] for n in os.listdir(out['hr_sub']))
+    # the last sub-image is flush with the mod-cropped border: 253x301 -> 252x300
+    assert subimage_grid(252, 300, 96, 48)[-1] == (156, 204)
+
+
+def test_div2k_make_lr_flag_and_hint(div2k_root, tmp_path, capsys):
+    """--make-lr ignores existing LR files; a missing X{s} folder next to others stays an error, with a hint."""
+    out = prepare_div2k(div2k_root, tmp_path / 'o', scales=(3,), crop_size=240, step=240, make_lr=True,
+                        make_lmdb=False, progress=False)
+    hr = modcrop(cv2.imread(str(div2k_root / 'DIV2K_train_HR' / '0001.png')), 3)
+    np.testing.assert_array_equal(cv2.imread(osp.join(out['lr_sub'][3], '0001_s001.png')),
+                                  bicubic_downsample(hr, 3)[:80, :80])
+    with pytest.raises(FileNotFoundError, match='missing LR folder .*X3.*--make-lr'):
+        prepare_div2k(div2k_root, tmp_path / 'o2', scales=(3,))
+    assert cli_main(['div2k', '--input', str(div2k_root), '--output', str(tmp_path / 'o3'), '--scales', '4',
+                     '--crop-size', '240', '--step', '240', '--make-lr', '--no-lmdb']) == 0
+    assert 'bicubic LR generated from HR' in capsys.readouterr().out
+
+
 # ------------------------------------------------------------------------------------ benchmark
 def test_benchmark_generate_validate_and_load(tmp_path):
     import basicsr.data
@@ -255,6 +302,31 @@ def test_benchmark_generate_validate_and_load(tmp_path):
     assert item['lq'].shape == (3, 25, 19) and item['gt'].shape == (3, 100, 76)
     with pytest.raises(FileNotFoundError, match='missing HR folders.*Set14'):
         prepare_benchmark(root, ['Set5', 'Set14'], [4])
+
+
+def test_benchmark_jpeg_hr_gets_png_lr(tmp_path):
+    """JPEG HR: LR is written as lossless PNG, and a PNG copy of HR is the GT folder BasicSR pairs with it."""
+    import basicsr.data
+
+    root = tmp_path / 'bench'
+    os.makedirs(root / 'Set14' / 'HR')
+    cv2.imwrite(str(root / 'Set14' / 'HR' / 'lenna.jpg'), _synthetic(90, 70, 7), [cv2.IMWRITE_JPEG_QUALITY, 80])
+    cv2.imwrite(str(root / 'Set14' / 'HR' / 'zebra.png'), _synthetic(64, 64, 8))
+    opt = prepare_benchmark(root, ['Set14'], [4], progress=False)['Set14'][4]
+    assert opt['dataroot_gt'] == str(root / 'Set14' / 'HR_png') and opt['filename_tmpl'] == '{}x4'
+    assert sorted(os.listdir(opt['dataroot_lq'])) == ['lennax4.png', 'zebrax4.png']
+    hr = cv2.imread(str(root / 'Set14' / 'HR' / 'lenna.jpg'), cv2.IMREAD_COLOR)
+    np.testing.assert_array_equal(cv2.imread(str(root / 'Set14' / 'HR_png' / 'lenna.png')), hr)
+    lr_path = osp.join(opt['dataroot_lq'], 'lennax4.png')
+    with open(lr_path, 'rb') as f:
+        assert f.read(8) == b'\x89PNG\r\n\x1a\n'
+    np.testing.assert_array_equal(cv2.imread(lr_path), bicubic_downsample(modcrop(hr, 4), 4))
+    assert benchmark_dataset_opt(root, 'Set14', 4) == opt
+    ds = basicsr.data.build_dataset({**opt, 'phase': 'val', 'scale': 4})
+    assert len(ds) == 2 and ds[0]['gt'].shape == (3, 88, 68) and ds[0]['lq'].shape == (3, 22, 17)
+    # running again validates the existing folders; --overwrite rebuilds both
+    assert prepare_benchmark(root, ['Set14'], [4], progress=False)['Set14'][4] == opt
+    assert prepare_benchmark(root, ['Set14'], [4], overwrite=True, progress=False)['Set14'][4] == opt
 
 
 # ---------------------------------------------------------------------------------------- BasicSR
@@ -294,3 +366,70 @@ def test_cli_demo_and_check(demo, capsys):
     assert cli_main(['check-lmdb', demo['train_gt_lmdb'], '--lq', demo['train_lq_lmdb'][2], '--scale', '2']) == 0
     assert capsys.readouterr().out.startswith('OK: 6 identical keys')
     assert cli_main(['demo', '--out', demo['root'], '--max-train-images', '2']) == 2
+
+
+# --------------------------------------------------------------------------------------- photos
+def _photo_manifest(tmp_path, photos, **extra):
+    import json
+    man = {'format': 1, 'max_pixels': 200000, 'mod': 12, 'scales': [4], 'crop_size': 96, 'step': 96, 'photos': photos,
+           **extra}
+    path = tmp_path / 'manifest.json'
+    path.write_text(json.dumps(man))
+    return str(path)
+
+
+def test_photo_set_from_manifest(tmp_path):
+    import json
+
+    import skimage
+
+    from kdsr_plugins.data_prep.photos import build_photo_set, sha256_file, source_path
+
+    photos = []
+    for f, split in (('astronaut.png', 'train'), ('coffee.png', 'val'), ('rocket.jpg', 'test')):
+        src = {'kind': 'skimage', 'version': skimage.__version__, 'file': f}
+        photos.append({'name': f.split('.')[0], 'split': split, 'source': src, 'sha256': sha256_file(source_path(src)),
+                       'resize_to': [300, 300] if f == 'astronaut.png' else None})
+    man = _photo_manifest(tmp_path, photos)
+    out = build_photo_set(man, str(tmp_path / 'photos'), progress=False)
+    assert out['counts'] == {'train': 1, 'val': 1, 'test': 1} and out['num_train_subimages'] == 16  # 0, 96, 192, 204 per axis
+    assert check_paired_lmdb(out['train_gt_lmdb'], out['train_lq_lmdb']['4'], 4)[0] == 'astronaut_s001'
+    hr = cv2.imread(str(tmp_path / 'photos' / 'test' / 'HR' / 'rocket.png'))
+    assert hr.shape == (420, 636, 3)  # 427x640 cropped to multiples of 12
+    lr = cv2.imread(str(tmp_path / 'photos' / 'test' / 'LR_bicubic' / 'X4' / 'rocketx4.png'))
+    np.testing.assert_array_equal(lr, bicubic_downsample(hr, 4))
+    astro = cv2.imread(str(tmp_path / 'photos' / 'train' / 'DIV2K_train_HR' / 'astronaut.png'))
+    ref = cv2.resize(cv2.imread(source_path(photos[0]['source'])), (300, 300), interpolation=cv2.INTER_AREA)
+    np.testing.assert_array_equal(astro, ref[:300, :300])
+    assert out['test']['4']['dataroot_gt'].endswith('test/HR')
+    assert json.loads((tmp_path / 'photos' / 'photo_set.json').read_text())['counts']['test'] == 1
+    with pytest.raises(FileExistsError):
+        build_photo_set(man, str(tmp_path / 'photos'), progress=False)
+
+
+def test_photo_manifest_refuses_bad_sources(tmp_path):
+    from kdsr_plugins.data_prep.photos import build_photo_set
+
+    src = {'kind': 'skimage', 'version': '0', 'file': 'coffee.png'}
+    man = _photo_manifest(tmp_path, [{'name': 'coffee', 'split': 'val', 'source': src, 'sha256': '0' * 64}])
+    with pytest.raises(ValueError, match='1 source files differ from the manifest'):
+        build_photo_set(man, str(tmp_path / 'o'), progress=False)
+    deb = {'kind': 'deb', 'package': 'no-such-wallpapers', 'version': '1.0-1', 'path': '/usr/share/none/x.jpg'}
+    man = _photo_manifest(tmp_path, [{'name': 'x', 'split': 'test', 'source': deb, 'sha256': '1' * 64}])
+    with pytest.raises(FileNotFoundError, match='apt-get install no-such-wallpapers=1.0-1'):
+        build_photo_set(man, str(tmp_path / 'o'), root=str(tmp_path), progress=False)
+    man = _photo_manifest(tmp_path, [{'name': 'x', 'split': 'holdout', 'source': deb, 'sha256': '1' * 64}])
+    with pytest.raises(ValueError, match='valid split'):
+        build_photo_set(man, str(tmp_path / 'o'), progress=False)
+    assert not osp.exists(tmp_path / 'o')
+
+
+def test_committed_photo_manifest_is_consistent():
+    """The committed manifest: >= 30 photos of >= 1 MP from Debian, >= 10 test, disjoint splits by source."""
+    from kdsr_plugins.data_prep.photos import load_manifest
+
+    man = load_manifest(osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'scripts', 'photo_manifest.json'))
+    debs = [p for p in man['photos'] if p['source']['kind'] == 'deb']
+    assert len(debs) >= 30 and all(p['source_size'][0] * p['source_size'][1] >= 1_000_000 for p in debs)
+    assert sum(p['split'] == 'test' for p in man['photos']) >= 10
+    assert len({p['source']['path'] for p in debs}) == len(debs)

@@ -1,4 +1,4 @@
-"""``python -m kdsr_plugins.data_prep``: build the demo set, DIV2K LMDBs, benchmark LR; check LMDBs.
+"""``python -m kdsr_plugins.data_prep``: demo set, DIV2K LMDBs, benchmark LR, real-photo set; check LMDBs.
 
 User errors (missing input, existing output, corrupt LMDB) are printed as one ``error:`` line
 and exit with code 2.
@@ -15,6 +15,7 @@ from kdsr_plugins.data_prep.benchmark import BENCHMARK_SETS, prepare_benchmark
 from kdsr_plugins.data_prep.demo import build_demo_dataset
 from kdsr_plugins.data_prep.div2k import prepare_div2k
 from kdsr_plugins.data_prep.lmdb_tools import check_lmdb, check_paired_lmdb
+from kdsr_plugins.data_prep.photos import build_photo_set
 
 USER_ERRORS = (FileNotFoundError, FileExistsError, NotADirectoryError, PermissionError, ValueError, ImportError)
 
@@ -34,8 +35,9 @@ def _cmd_demo(args: argparse.Namespace) -> None:
 def _cmd_div2k(args: argparse.Namespace) -> None:
     out = prepare_div2k(args.input, args.output or args.input, args.scales, crop_size=args.crop_size,
                         step=args.step, thresh_size=args.thresh_size, n_thread=args.n_thread,
-                        overwrite=args.overwrite, make_lmdb=not args.no_lmdb)
-    print(f'{out["num_subimages"]} sub-images from {out["num_images"]} DIV2K images')
+                        overwrite=args.overwrite, make_lmdb=not args.no_lmdb, make_lr=args.make_lr)
+    print(f'{out["num_subimages"]} sub-images from {out["num_images"]} DIV2K images'
+          + (' (bicubic LR generated from HR)' if out['lr_generated'] else ''))
     print(f'  HR: {out["hr_sub"]}' + ('' if args.no_lmdb else f'  ->  {out["hr_lmdb"]}'))
     for s in sorted(out['lr_sub']):
         print(f'  LR x{s}: {out["lr_sub"][s]}' + ('' if args.no_lmdb else f'  ->  {out["lr_lmdb"][s]}'))
@@ -47,6 +49,16 @@ def _cmd_benchmark(args: argparse.Namespace) -> None:
         block = {f'test_{i}': opts[name][scale] for i, name in enumerate(args.sets, 1)}
         print(f'# x{scale}: datasets block for a test YAML (use one entry as datasets.val in training)')
         print(yaml.safe_dump({'datasets': block}, sort_keys=False).rstrip())
+
+
+def _cmd_photos(args: argparse.Namespace) -> None:
+    out = build_photo_set(args.manifest, args.out, root=args.root, overwrite=args.overwrite, n_thread=args.n_thread)
+    c = out['counts']
+    print(f'photo set ready in {args.out}: {c["train"]} train photos ({out["num_train_subimages"]} sub-images), '
+          f'{c["val"]} val, {c["test"]} test')
+    print(f'  train GT LMDB: {out["train_gt_lmdb"]}')
+    for s, p in out['train_lq_lmdb'].items():
+        print(f'  train LQ x{s} LMDB: {p}')
 
 
 def _cmd_check_lmdb(args: argparse.Namespace) -> None:
@@ -65,7 +77,7 @@ def _cmd_check_lmdb(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """Argument parser with the ``demo``, ``div2k``, ``benchmark`` and ``check-lmdb`` sub-commands."""
+    """Argument parser with the ``demo``, ``div2k``, ``benchmark``, ``photos`` and ``check-lmdb`` sub-commands."""
     parser = argparse.ArgumentParser(prog='python -m kdsr_plugins.data_prep', description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest='command', required=True)
@@ -78,7 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser('div2k', help='DIV2K sub-images and LMDBs (BasicSR recipe)')
-    p.add_argument('--input', required=True, help='folder with DIV2K_train_HR and DIV2K_train_LR_bicubic')
+    p.add_argument('--input', required=True,
+                   help='folder with DIV2K_train_HR and DIV2K_train_LR_bicubic (LR made from HR if absent)')
     p.add_argument('--output', default=None, help='output folder (default: the input folder)')
     p.add_argument('--scales', type=int, nargs='+', default=[2, 3, 4])
     p.add_argument('--crop-size', type=int, default=480)
@@ -86,6 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--thresh-size', type=int, default=0)
     p.add_argument('--n-thread', type=int, default=min(2, os.cpu_count() or 1), help='worker processes')
     p.add_argument('--no-lmdb', action='store_true', help='only extract sub-images')
+    p.add_argument('--make-lr', action='store_true', default=None,
+                   help='generate bicubic LR from HR even if DIV2K_train_LR_bicubic exists '
+                        '(default: only when it is absent)')
     p.add_argument('--overwrite', action='store_true', help='replace existing sub-image folders and LMDBs')
     p.set_defaults(func=_cmd_div2k)
 
@@ -95,6 +111,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--scales', type=int, nargs='+', default=[4])
     p.add_argument('--overwrite', action='store_true', help='regenerate existing LR folders')
     p.set_defaults(func=_cmd_benchmark)
+
+    p = sub.add_parser('photos', help='real-photo train/val/test set from a checksummed manifest')
+    p.add_argument('--manifest', default='scripts/photo_manifest.json')
+    p.add_argument('--out', default='datasets/photos', help='output folder (default: datasets/photos)')
+    p.add_argument('--root', default='/', help='where the Debian package files are (default: /, installed)')
+    p.add_argument('--n-thread', type=int, default=1, help='worker processes for the sub-images')
+    p.add_argument('--overwrite', action='store_true', help='rebuild an existing set')
+    p.set_defaults(func=_cmd_photos)
 
     p = sub.add_parser('check-lmdb', help='validate an LMDB, or a GT/LQ pair with --lq and --scale')
     p.add_argument('path', help='.lmdb folder (the GT one when --lq is given)')

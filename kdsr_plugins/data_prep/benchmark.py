@@ -8,7 +8,10 @@ Layout under ``root``::
 
 Both LR namings are supported: the one found on disk is detected and returned as BasicSR's
 ``filename_tmpl`` (the template maps an HR stem to the LR stem). LR images we generate use the
-EDSR naming. HR images need not be mod-cropped: LR is made from the mod-cropped HR, and
+EDSR naming and are always lossless PNG, whatever the HR format. BasicSR's disk backend pairs
+``<tmpl(stem)><ext of the GT file>``, so a set whose HR folder holds other formats (JPEG, ...)
+gets a lossless copy ``<Set>/HR_png/<stem>.png`` (the pixels ``cv2.IMREAD_COLOR`` decodes, which
+is what BasicSR reads) when its LR is generated; that folder is then the set's ``dataroot_gt``. HR images need not be mod-cropped: LR is made from the mod-cropped HR, and
 ``PairedImageDataset`` crops GT to ``LQ size x scale`` (top-left, same as mod-crop) in the
 val/test phase, so the plain ``HR`` folder serves every scale.
 """
@@ -31,6 +34,43 @@ BENCHMARK_SETS = ('Set5', 'Set14', 'B100', 'Urban100', 'Manga109')
 def hr_folder(root: str, set_name: str) -> str:
     """``<root>/<set_name>/HR``."""
     return osp.join(root, set_name, 'HR')
+
+
+def hr_png_folder(root: str, set_name: str) -> str:
+    """``<root>/<set_name>/HR_png``: lossless copy of an HR folder holding non-PNG images."""
+    return osp.join(root, set_name, 'HR_png')
+
+
+def _has_non_png(hr_dir: str) -> bool:
+    return any(osp.splitext(n)[1].lower() != '.png' for n in list_images(hr_dir))
+
+
+def gt_folder(root: str, set_name: str) -> str:
+    """The set's GT folder for BasicSR: ``HR_png`` if ``HR`` holds non-PNG images and the copy exists, else ``HR``."""
+    hr_dir, png_dir = hr_folder(root, set_name), hr_png_folder(root, set_name)
+    if osp.isdir(hr_dir) and osp.isdir(png_dir) and _has_non_png(hr_dir):
+        return png_dir
+    return hr_dir
+
+
+def write_hr_png(hr_dir: str, png_dir: str, overwrite: bool = False, progress: bool = True) -> list[str]:
+    """Lossless PNG copy of every image of ``hr_dir`` (decoded with ``cv2.IMREAD_COLOR``) in ``png_dir``.
+
+    Raises:
+        ValueError: two HR files share a stem (``a.png`` and ``a.jpg``), or stray files.
+    """
+    names = _check_only_images(hr_dir)
+    stems = [osp.splitext(n)[0] for n in names]
+    dup = sorted({t for t in stems if stems.count(t) > 1})
+    if dup:
+        raise ValueError(f'several HR images share a stem in {hr_dir}: {preview(dup)}')
+    guard_outputs([png_dir], overwrite, hint='use overwrite=True / --overwrite')
+    os.makedirs(png_dir)
+    for name in tqdm(names, desc=f'HR png {osp.basename(osp.dirname(hr_dir))}', unit='img', disable=not progress,
+                     leave=False):
+        write_png(osp.join(png_dir, osp.splitext(name)[0] + '.png'), read_image(osp.join(hr_dir, name),
+                                                                                cv2.IMREAD_COLOR))
+    return [s + '.png' for s in stems]
 
 
 def lr_folder(root: str, set_name: str, scale: int) -> str:
@@ -81,7 +121,7 @@ def validate_benchmark_set(root: str, set_name: str, scale: int) -> str:
         FileNotFoundError: missing folders or files.
         ValueError: size mismatches or stray files.
     """
-    hr_dir, lr_dir = hr_folder(root, set_name), lr_folder(root, set_name, scale)
+    hr_dir, lr_dir = gt_folder(root, set_name), lr_folder(root, set_name, scale)
     for folder in (hr_dir, lr_dir):
         if not osp.isdir(folder):
             raise FileNotFoundError(f'missing folder {folder} (expected {root}/<Set>/HR/*.png and '
@@ -102,7 +142,10 @@ def validate_benchmark_set(root: str, set_name: str, scale: int) -> str:
 
 def generate_lr(hr_dir: str, lr_dir: str, scale: int, filename_tmpl: str | None = None,
                 overwrite: bool = False, progress: bool = True) -> list[str]:
-    """Write bicubic LR images (mod-crop, then :func:`bicubic_downsample`) for every HR image.
+    """Write bicubic LR images (mod-crop, then :func:`bicubic_downsample`) for every HR image, as PNG.
+
+    The LR file is ``<tmpl(stem)>.png`` whatever the HR format (a JPEG LR would add compression
+    artefacts to the degradation); pair non-PNG HR through :func:`write_hr_png`.
 
     Args:
         hr_dir: HR folder.
@@ -124,14 +167,13 @@ def generate_lr(hr_dir: str, lr_dir: str, scale: int, filename_tmpl: str | None 
     written = []
     for name in tqdm(names, desc=f'LR x{scale} {osp.basename(osp.dirname(hr_dir))}', unit='img',
                      disable=not progress, leave=False):
-        stem, ext = osp.splitext(name)
+        stem = osp.splitext(name)[0]
         hr = read_image(osp.join(hr_dir, name), cv2.IMREAD_COLOR)
         lr = bicubic_downsample(modcrop(hr, scale), scale)
-        out = tmpl.format(stem) + ext
-        if ext.lower() == '.png':
-            write_png(osp.join(lr_dir, out), lr)
-        elif not cv2.imwrite(osp.join(lr_dir, out), lr):
-            raise OSError(f'could not write {osp.join(lr_dir, out)}')
+        out = tmpl.format(stem) + '.png'
+        if out in written:
+            raise ValueError(f'several HR images share the stem {stem!r} in {hr_dir}')
+        write_png(osp.join(lr_dir, out), lr)
         written.append(out)
     return written
 
@@ -152,7 +194,7 @@ def benchmark_dataset_opt(root: str | os.PathLike, set_name: str, scale: int,
         ``io_backend`` — ready to put under ``datasets.val`` / ``datasets.test_<n>``.
     """
     root = os.fspath(root)
-    hr_dir, lr_dir = hr_folder(root, set_name), lr_folder(root, set_name, scale)
+    hr_dir, lr_dir = gt_folder(root, set_name), lr_folder(root, set_name, scale)
     if filename_tmpl is None:
         try:
             filename_tmpl = detect_filename_tmpl(hr_dir, lr_dir, scale)
@@ -174,7 +216,9 @@ def prepare_benchmark(root: str | os.PathLike, sets: Sequence[str] = BENCHMARK_S
     """Validate benchmark sets and generate missing bicubic LR folders.
 
     For each set and scale: an existing ``LR_bicubic/X{s}`` folder is validated (and
-    regenerated only with ``overwrite``); a missing one is generated from ``HR``.
+    regenerated only with ``overwrite``); a missing one is generated from ``HR`` as PNG. When LR
+    is generated for a set whose ``HR`` holds non-PNG images, the lossless ``HR_png`` copy is
+    written first (module docstring) and becomes the set's GT folder.
 
     Args:
         root: Benchmark root holding ``<Set>/HR``.
@@ -200,10 +244,14 @@ def prepare_benchmark(root: str | os.PathLike, sets: Sequence[str] = BENCHMARK_S
     result: dict[str, dict[int, dict]] = {}
     for set_name in sets:
         result[set_name] = {}
+        hr_dir, png_dir = hr_folder(root, set_name), hr_png_folder(root, set_name)
+        generate = [s for s in scales if overwrite or not osp.exists(lr_folder(root, set_name, s))]
+        if generate and _has_non_png(hr_dir) and (overwrite or not osp.isdir(png_dir)):
+            write_hr_png(hr_dir, png_dir, overwrite=overwrite, progress=progress)
         for scale in scales:
             lr_dir = lr_folder(root, set_name, scale)
-            if overwrite or not osp.exists(lr_dir):
-                generate_lr(hr_folder(root, set_name), lr_dir, scale, overwrite=overwrite, progress=progress)
+            if scale in generate:
+                generate_lr(gt_folder(root, set_name), lr_dir, scale, overwrite=overwrite, progress=progress)
             tmpl = validate_benchmark_set(root, set_name, scale)
             result[set_name][scale] = benchmark_dataset_opt(root, set_name, scale, tmpl)
     return result
