@@ -154,7 +154,7 @@ def make_card(args: argparse.Namespace) -> dict:
         card['weights'] = {'file': osp.basename(wpath), 'sha256': sha256(wpath), 'bytes': osp.getsize(wpath)}
     cpath = osp.join(args.out, f'{args.name}.yml')
     with open(cpath, 'w', encoding='utf-8') as f:
-        f.write(f'# Card written by bench/photo/teacher_card.py; test metrics measured, not typed in.\n')
+        f.write('# Card written by bench/photo/teacher_card.py; test metrics measured, not typed in.\n')
         yaml.safe_dump(card, f, sort_keys=False, default_flow_style=None, width=110)
     print(f'{args.name}: test PSNR {metrics["psnr"]:.3f} dB, SSIM {metrics["ssim"]:.4f} -> {cpath}')
     return card
