@@ -29,6 +29,10 @@ setup(
         'demo': ['scikit-image', 'matplotlib'],
         'test': ['pytest', 'scikit-image'],
         'tb': ['tensorboard'],
+        # teachers from any SR checkpoint (network type auto), docs/auto_teachers.md
+        'spandrel': ['spandrel==0.4.2', 'safetensors', 'einops', 'typing_extensions'],
+        # python -m kdsr_plugins.export --format onnx, docs/export.md
+        'onnx': ['onnx', 'onnxruntime', 'safetensors'],
     },
     entry_points={
         'console_scripts': [

@@ -28,7 +28,7 @@ from kdsr_plugins.core.checkpoints import (CheckpointError, atomic_torch_save, e
                                             load_checkpoint_file, load_state_dict_into)
 from kdsr_plugins.core.options import arch_scale, check_option_keys
 from kdsr_plugins.core.resume import capture_rng_state, restore_rng_state
-from kdsr_plugins.core.teachers import TeacherSpec, check_teacher_scale, parse_teacher_specs
+from kdsr_plugins.core.teachers import TeacherSpec, build_teacher_network, check_teacher_scale, parse_teacher_specs
 
 NOOP_OPTION_KEYS = {('val', 'self_ensemble'): 'BasicSR 1.4.2 has no self-ensemble; the key does nothing.'}
 OPTIM_AUX_KEYS = ('lr', 'weight_decay', 'betas')
@@ -103,12 +103,17 @@ class KDModel(SRModel):
             raise ValueError(f'network_g upscales x{student_scale} but scale is x{scale}.')
         for spec in self.teacher_specs:
             check_teacher_scale(spec, scale)
-            net = build_network(deepcopy(spec.network_opt)).to(self.device)
-            if spec.pretrain is None:
+            auto = build_teacher_network(spec, scale, self.opt['network_g'])
+            if auto is not None:  # built and strictly loaded from its checkpoint (docs/auto_teachers.md)
+                net = auto.to(self.device)
+                logger.info(f'Teacher {spec.name!r}: {auto.arch} x{auto.scale} detected by spandrel in {spec.pretrain}.')
+            elif spec.pretrain is None:
+                net = build_network(deepcopy(spec.network_opt)).to(self.device)
                 if self.is_train:
                     raise ValueError(f'Teacher {spec.name!r} has no checkpoint: set '
                                      f'{"path.pretrain_network_t" if spec.name == "t" else "teachers[].pretrain"}.')
             else:
+                net = build_network(deepcopy(spec.network_opt)).to(self.device)
                 if not spec.strict_load:
                     logger.warning(f'Teacher {spec.name!r} is loaded non-strictly; differing keys are listed below.')
                 self.load_network(net, spec.pretrain, spec.strict_load, spec.param_key, what=f'teacher {spec.name!r}')
