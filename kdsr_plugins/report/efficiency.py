@@ -220,9 +220,9 @@ def markdown_efficiency(rows: Sequence[EfficiencyRow], scale: int | None = None)
                      f'{peak} | {lat} |')
     threads = sorted({r.threads for r in rows if r.latency_ms is not None})
     repeats = sorted({r.repeats for r in rows if r.latency_ms is not None})
-    notes = [f'GFLOPs: one forward, torch.utils.flop_counter (2 FLOPs per multiply-add; convolutions and matrix '
-             'products). Peak memory: weights + input + largest sum of live tensors of one no-grad forward (float32, batch '
-             '1). Both counted on the meta device.']
+    notes = [('GFLOPs: one forward, torch.utils.flop_counter (2 FLOPs per multiply-add; convolutions and matrix '
+              'products). Peak memory: weights + input + largest sum of live tensors of one no-grad forward (float32, '
+              'batch 1). Both counted on the meta device.')]
     if threads:
         notes.append(f'CPU latency: median of {"/".join(map(str, repeats))} no-grad forwards after one warm-up, '
                      f'{"/".join(map(str, threads))} thread(s), torch {torch.__version__}.')
