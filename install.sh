@@ -37,7 +37,7 @@ try:
             sys.exit(1)
 except PackageNotFoundError:
     sys.exit(1)
-mods = ('basicsr', 'numpy', 'cv2', 'yaml', 'lmdb', 'scipy', 'skimage', 'matplotlib', 'tensorboard', 'pytest')
+mods = ('basicsr', 'numpy', 'cv2', 'yaml', 'lmdb', 'scipy', 'skimage', 'matplotlib', 'tensorboard', 'pytest', 'spandrel', 'onnxruntime')
 spec = find_spec('kdsr_plugins')  # locates the package without importing it (no torch import)
 ok = spec is not None and spec.origin is not None and all(find_spec(m) is not None for m in mods)
 sys.exit(0 if ok and osp.realpath(spec.origin) == osp.realpath(osp.join(root, 'kdsr_plugins', '__init__.py')) else 1)
@@ -52,7 +52,10 @@ echo "[install] installing pinned dependencies (CPU torch 2.13.0, torchvision 0.
 # torch must be pinned: an unpinned torch resolves to the newest CUDA build (several GB).
 "$VPY" -m pip install -q -c constraints.txt \
   torch==2.13.0 torchvision==0.28.0 "setuptools>=70.1" wheel numpy opencv-python-headless \
-  pyyaml lmdb requests "scipy<2" tqdm tensorboard scikit-image matplotlib pytest ruff
+  pyyaml lmdb requests "scipy<2" tqdm tensorboard scikit-image matplotlib pytest ruff \
+  safetensors einops typing_extensions onnx onnxruntime ml_dtypes flatbuffers
+# spandrel (auto teachers) declares an unpinned torch requirement: installed without dependencies.
+"$VPY" -m pip install -q -c constraints.txt --no-deps spandrel
 # basicsr is an sdist whose setup_requires would pull a CUDA torch into an isolated build env.
 "$VPY" -m pip install -q --no-deps --no-build-isolation basicsr==1.4.2
 "$VPY" -m pip install -q --no-deps --no-build-isolation -e .

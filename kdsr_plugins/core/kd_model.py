@@ -31,7 +31,7 @@ from kdsr_plugins.core.options import arch_scale
 from kdsr_plugins.core.preemption import register_training_model
 from kdsr_plugins.core.resume import capture_rng_state, gather_rng_states, restore_rng_state
 from kdsr_plugins.core.schema import Field, Schema
-from kdsr_plugins.core.teachers import TEACHER_SCHEMA, TeacherSpec, check_teacher_scale, parse_teacher_specs
+from kdsr_plugins.core.teachers import TEACHER_SCHEMA, TeacherSpec, build_teacher_network, check_teacher_scale, parse_teacher_specs
 
 NOOP_OPTION_KEYS = {('val', 'self_ensemble'): NOOP_VAL_SELF_ENSEMBLE}
 #: ``train.optim_aux``: optimizer settings of the auxiliary modules' parameter group (~ / absent: optim_g's).
@@ -140,12 +140,17 @@ class KDModel(SRModel):
             raise ValueError(f'network_g upscales x{student_scale} but scale is x{scale}.')
         for spec in self.teacher_specs:
             check_teacher_scale(spec, scale)
-            net = build_network(deepcopy(spec.network_opt)).to(self.device)
-            if spec.pretrain is None:
+            auto = build_teacher_network(spec, scale, self.opt['network_g'])
+            if auto is not None:  # built and strictly loaded from its checkpoint (docs/auto_teachers.md)
+                net = auto.to(self.device)
+                logger.info(f'Teacher {spec.name!r}: {auto.arch} x{auto.scale} detected by spandrel in {spec.pretrain}.')
+            elif spec.pretrain is None:
+                net = build_network(deepcopy(spec.network_opt)).to(self.device)
                 if self.is_train:
                     raise ValueError(f'Teacher {spec.name!r} has no checkpoint: set '
                                      f'{"path.pretrain_network_t" if spec.name == "t" else "teachers[].pretrain"}.')
             else:
+                net = build_network(deepcopy(spec.network_opt)).to(self.device)
                 if not spec.strict_load:
                     logger.warning(f'Teacher {spec.name!r} is loaded non-strictly; differing keys are listed below.')
                 self.load_network(net, spec.pretrain, spec.strict_load, spec.param_key, what=f'teacher {spec.name!r}')

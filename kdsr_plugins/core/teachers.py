@@ -7,6 +7,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from torch import nn
+
+from kdsr_plugins.core.auto_teacher import AUTO_PARAM_KEY, build_auto_teacher, is_auto, net_in_channels
 from kdsr_plugins.core.option_checks import network_block
 from kdsr_plugins.core.options import arch_scale
 from kdsr_plugins.core.schema import REQUIRED, Field, Schema
@@ -34,6 +37,11 @@ class TeacherSpec:
     strict_load: bool = True
 
 
+def _default_param_key(net_opt: Mapping[str, Any]) -> str:
+    """``params`` (BasicSR layout), or ``auto`` (spandrel's unwrapping) for ``type: auto`` networks."""
+    return AUTO_PARAM_KEY if is_auto(net_opt) else 'params'
+
+
 def parse_teacher_specs(opt: Mapping[str, Any]) -> list[TeacherSpec]:
     """Normalise ``network_t`` + ``path.*_t`` or the ``teachers`` list into an ordered list.
 
@@ -48,8 +56,10 @@ def parse_teacher_specs(opt: Mapping[str, Any]) -> list[TeacherSpec]:
     path_opt = opt.get('path') or {}
     if has_single:
         pretrain = path_opt.get('pretrain_network_t')
-        return [TeacherSpec('t', dict(opt['network_t']), osp.expanduser(pretrain) if pretrain else None,
-                            path_opt.get('param_key_t', 'params'), bool(path_opt.get('strict_load_t', True)))]
+        net_opt = dict(opt['network_t'])
+        return [TeacherSpec('t', net_opt, osp.expanduser(pretrain) if pretrain else None,
+                            path_opt.get('param_key_t', _default_param_key(net_opt)),
+                            bool(path_opt.get('strict_load_t', True)))]
     entries = opt['teachers']
     if not isinstance(entries, list) or not entries:
         raise ValueError('teachers must be a non-empty list of {name, network, pretrain, param_key, strict_load}.')
@@ -64,8 +74,10 @@ def parse_teacher_specs(opt: Mapping[str, Any]) -> list[TeacherSpec]:
             raise ValueError(f'Duplicate teacher name {name!r}.')
         seen.add(name)
         pretrain = entry.get('pretrain')
-        specs.append(TeacherSpec(name, dict(entry['network']), osp.expanduser(pretrain) if pretrain else None,
-                                 entry.get('param_key', 'params'), bool(entry.get('strict_load', True))))
+        net_opt = dict(entry['network'])
+        specs.append(TeacherSpec(name, net_opt, osp.expanduser(pretrain) if pretrain else None,
+                                 entry.get('param_key', _default_param_key(net_opt)),
+                                 bool(entry.get('strict_load', True))))
     return specs
 
 
@@ -75,3 +87,17 @@ def check_teacher_scale(spec: TeacherSpec, scale: int) -> None:
     if teacher_scale is not None and teacher_scale != scale:
         raise ValueError(f'Teacher {spec.name!r} ({spec.network_opt.get("type")}) upscales x{teacher_scale}, '
                          f'but the run (scale / network_g) is x{scale}.')
+
+
+def build_teacher_network(spec: TeacherSpec, scale: int, student_opt: Mapping[str, Any]) -> nn.Module | None:
+    """The network of an auto (spandrel) teacher, built and loaded from its checkpoint; None for other types.
+
+    Other teachers are built from their options by BasicSR's ``build_network`` and loaded by the caller.
+    """
+    if not is_auto(spec.network_opt):
+        return None
+    if not spec.strict_load:
+        raise ValueError(f'Teacher {spec.name!r}: network type auto is always loaded strictly (strict_load: false '
+                         'is not supported).')
+    return build_auto_teacher(spec.network_opt, spec.pretrain, scale, spec.param_key, net_in_channels(student_opt),
+                              f'teacher {spec.name!r}')

@@ -73,6 +73,12 @@ class ReportOptions:
         crop_size: Side of the default crop in HR pixels.
         grid_cols: Tiles per grid row.
         title: Title of the table section.
+        efficiency_opts: Option YAMLs whose student and teachers get an efficiency table
+            (``efficiency.md``, ``efficiency.json`` and a section of ``table.md``).
+        efficiency_lr: LR size ``(w, h)`` of the counts (default 1280x720 / scale).
+        efficiency_latency_lr: LR size of the latency runs (default ``efficiency_lr``).
+        efficiency_repeats: Timed forwards per network (0: no latency).
+        efficiency_threads: CPU threads of the latency runs.
     """
 
     results: str
@@ -97,6 +103,11 @@ class ReportOptions:
     crop_size: int = 96
     grid_cols: int | None = None
     title: str | None = None
+    efficiency_opts: list[str] = field(default_factory=list)
+    efficiency_lr: tuple[int, int] | None = None
+    efficiency_latency_lr: tuple[int, int] | None = None
+    efficiency_repeats: int = 5
+    efficiency_threads: int = 1
 
 
 def _log(msg: str) -> None:
@@ -134,6 +145,8 @@ def build_report(opt: ReportOptions) -> dict[str, str]:
         sections.append(f'Runs without a test result (curves only): {", ".join(unpaired)}.\n')
     if ignored:
         sections.append(f'Names matching no pattern (ignored): {", ".join(ignored)}.\n')
+    if opt.efficiency_opts:
+        sections.append(_efficiency(opt, written))
     written['table'] = osp.join(opt.out, 'table.md')
     with open(written['table'], 'w', encoding='utf-8') as f:
         f.write('\n'.join(sections))
@@ -156,6 +169,23 @@ def build_report(opt: ReportOptions) -> dict[str, str]:
     if grid:
         written['grid'] = grid
     return written
+
+
+def _efficiency(opt: ReportOptions, written: dict[str, str]) -> str:
+    """Measure the networks of ``opt.efficiency_opts``; write efficiency.md/.json; return the table.md section."""
+    from kdsr_plugins.report.efficiency import markdown_efficiency, measure_option_files, rows_to_json
+
+    _log(f'efficiency: measuring the networks of {len(opt.efficiency_opts)} option file(s)')
+    rows = measure_option_files(opt.efficiency_opts, opt.efficiency_lr, opt.efficiency_latency_lr,
+                                max(opt.efficiency_repeats, 1), opt.efficiency_threads, opt.efficiency_repeats > 0)
+    section = '### Efficiency\n\n' + markdown_efficiency(rows)
+    written['efficiency'] = osp.join(opt.out, 'efficiency.md')
+    with open(written['efficiency'], 'w', encoding='utf-8') as f:
+        f.write(section)
+    written['efficiency_json'] = osp.join(opt.out, 'efficiency.json')
+    with open(written['efficiency_json'], 'w', encoding='utf-8') as f:
+        json.dump(rows_to_json(rows), f, indent=1)
+    return section
 
 
 def _pick_run(group: Group, seed: int | None) -> Run | None:

@@ -15,6 +15,7 @@ import argparse
 import sys
 
 from kdsr_plugins.report import DEFAULT_GROUP_BY, DEFAULT_TEACHER_RE, ReportOptions, build_report
+from kdsr_plugins.report.efficiency import parse_size
 
 
 def _csv(text: str) -> list[str]:
@@ -69,6 +70,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument('--crop', type=_crop, help='Y,X,SIZE of the crop in HR pixels (default: most textured window)')
     g.add_argument('--crop-size', type=int, default=96, help='side of the default crop in HR pixels (default: 96)')
     g.add_argument('--grid-cols', type=int, help='tiles per row (default: up to 7)')
+    e = p.add_argument_group('efficiency (params, GFLOPs, peak memory, CPU latency of students and teachers)')
+    e.add_argument('--efficiency-opt', nargs='+', default=[], metavar='YML',
+                   help='option YAMLs whose network_g and network_t / teachers are measured (efficiency.md)')
+    e.add_argument('--efficiency-lr', type=parse_size, metavar='WxH', help='LR size of the counts (default 1280x720 / scale)')
+    e.add_argument('--efficiency-latency-lr', type=parse_size, metavar='WxH',
+                   help='LR size of the latency runs (default: --efficiency-lr)')
+    e.add_argument('--efficiency-repeats', type=int, default=5, help='timed forwards per network; 0: no latency')
+    e.add_argument('--efficiency-threads', type=int, default=1, help='CPU threads of the latency runs (default 1)')
     return p.parse_args(argv)
 
 
@@ -80,7 +89,10 @@ def main(argv: list[str] | None = None) -> int:
                         labels=dict(args.label), order=args.order, baselines=args.baselines, metric=args.metric,
                         val_dataset=args.val_dataset, grid_image=args.grid_image, grid_dataset=args.grid_dataset,
                         grid_seed=args.grid_seed, hr=args.hr, lr=args.lr, scale=args.scale, crop=args.crop,
-                        crop_size=args.crop_size, grid_cols=args.grid_cols, title=args.title)
+                        crop_size=args.crop_size, grid_cols=args.grid_cols, title=args.title,
+                        efficiency_opts=args.efficiency_opt, efficiency_lr=args.efficiency_lr,
+                        efficiency_latency_lr=args.efficiency_latency_lr,
+                        efficiency_repeats=args.efficiency_repeats, efficiency_threads=args.efficiency_threads)
     try:
         written = build_report(opt)
     except (FileNotFoundError, ValueError) as err:

@@ -47,7 +47,7 @@ from kdsr_plugins.core.checkpoints import extract_state_dict, load_checkpoint_fi
 from kdsr_plugins.core.kd_cached_target_dataset import (CACHE_META_FILE, DEFAULT_VALUE_RANGE, ENCODINGS, EXTENSIONS,
                                                         encode_target, target_roots)
 from kdsr_plugins.core.lmdb_io import LmdbWriter, estimate_map_size, read_meta_info
-from kdsr_plugins.core.teachers import TeacherSpec, check_teacher_scale, parse_teacher_specs
+from kdsr_plugins.core.teachers import TeacherSpec, build_teacher_network, check_teacher_scale, parse_teacher_specs
 from kdsr_plugins.core.schema import check_choice
 from kdsr_plugins.methods.mtkd.aggregator import load_aggregator, teacher_sr
 
@@ -105,10 +105,15 @@ def plan_targets(opt: Mapping[str, Any], what: str = 'auto', out: str | None = N
     return plan
 
 
-def _build_teacher(spec: TeacherSpec, scale: int, device: torch.device) -> torch.nn.Module:
+def _build_teacher(spec: TeacherSpec, scale: int, device: torch.device,
+                   student_opt: Mapping[str, Any] | None = None) -> torch.nn.Module:
     check_teacher_scale(spec, scale)
     if spec.pretrain is None:
         raise ValueError(f'Teacher {spec.name!r} has no checkpoint (pretrain).')
+    auto = build_teacher_network(spec, scale, student_opt or {})
+    if auto is not None:  # network type auto: built and strictly loaded from the checkpoint by spandrel
+        auto.requires_grad_(False)
+        return auto.eval().to(device)
     net = build_network(deepcopy(spec.network_opt))
     state = extract_state_dict(load_checkpoint_file(spec.pretrain, f'teacher {spec.name!r}'), spec.param_key,
                                spec.pretrain)
@@ -160,7 +165,7 @@ def cache_teacher_outputs(opt: Mapping[str, Any], out: str | None = None, what: 
     specs = parse_teacher_specs(opt)
     need_agg = any(p['kind'] == 'aggregator' for p in plan)
     needed = [s for s in specs if need_agg or any(p['name'] == s.name for p in plan)]
-    teachers = OrderedDict((s.name, _build_teacher(s, scale, dev)) for s in needed)
+    teachers = OrderedDict((s.name, _build_teacher(s, scale, dev, opt.get('network_g'))) for s in needed)
     multiples = {s.name: pad_multiple(s.network_opt) for s in needed}
     aggregator, agg_meta = None, None
     if need_agg:

@@ -30,6 +30,7 @@ from basicsr.utils.registry import MODEL_REGISTRY
 from torch import Tensor, nn
 from torch.nn.parallel import DataParallel
 
+from kdsr_plugins.core.auto_teacher import SpandrelTeacher
 from kdsr_plugins.core.kd_adapter_arch import KDAdapterBank
 from kdsr_plugins.core.kd_model import KDModel
 from kdsr_plugins.core.arch_info import pad_multiple
@@ -337,7 +338,10 @@ class FeatureKDModel(KDModel):
         specs, self.log_pairs = parse_feature_kd_options(self.opt['train'])
         teacher = self.net_t
         student = self.get_bare_model(self.net_g)
-        self.teacher_taps, t_indices = self._build_taps(teacher, specs, 't')
+        if isinstance(teacher, SpandrelTeacher):
+            self._check_auto_teacher_patch(teacher)
+        # an auto (spandrel) teacher's taps name module paths inside the spandrel network (docs/auto_teachers.md)
+        self.teacher_taps, t_indices = self._build_taps(getattr(teacher, 'tap_root', teacher), specs, 't')
         self.student_taps, s_indices = self._build_taps(student, specs, 's')
         probe_t, probe_s = self._probe_features(teacher, student)
         several = len(specs) > 1
@@ -386,7 +390,25 @@ class FeatureKDModel(KDModel):
 
     def _probe_size(self) -> int:
         multiple = math.lcm(pad_multiple(self.opt['network_g']), pad_multiple(self.teacher_specs[0].network_opt))
-        return multiple * math.ceil(_PROBE_MIN_SIZE / multiple)
+        minimum = _PROBE_MIN_SIZE
+        teacher = self.net_t
+        if isinstance(teacher, SpandrelTeacher):  # the probe must not be padded by the teacher
+            multiple = math.lcm(multiple, teacher.size_requirements.multiple_of)
+            minimum = max(minimum, teacher.size_requirements.minimum)
+        return multiple * math.ceil(minimum / multiple)
+
+    def _check_auto_teacher_patch(self, teacher: SpandrelTeacher) -> None:
+        """Refuse an LR training patch the auto teacher would pad (its features would not match the student's)."""
+        gt_size = ((self.opt.get('datasets') or {}).get('train') or {}).get('gt_size')
+        if not gt_size:
+            return
+        patch = int(gt_size) // int(self.opt['scale'])
+        if teacher.padding(patch, patch) != (0, 0):
+            req = teacher.size_requirements
+            raise ValueError(f'Feature KD from the auto teacher {teacher.arch} ({teacher.path!r}): the LR training '
+                             f'patch {patch} (gt_size {gt_size}) would be padded by the teacher (minimum {req.minimum}, '
+                             f'multiple of {req.multiple_of}), so its features would not match the student\'s; use a '
+                             'larger gt_size.')
 
     @torch.no_grad()
     def _probe_features(self, teacher: nn.Module, student: nn.Module) -> tuple[list[Tensor], list[Tensor]]:

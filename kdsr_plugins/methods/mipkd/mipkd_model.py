@@ -29,11 +29,12 @@ from torch import Tensor, nn
 
 from kdsr_plugins.methods.mipkd.mipkd_mixer_arch import (ENC_TYPES, ENCODERS, MASK_TYPES, STUDENT, STUDENT_ADAPTERS,
                                                  TEACHER, MiPKDMixerBank, MiPKDPlan, random_mask)
+from kdsr_plugins.core.auto_teacher import SpandrelTeacher
 from kdsr_plugins.core.kd_model import KDModel
 from kdsr_plugins.core.option_checks import loss_block
 from kdsr_plugins.core.schema import Field, OptionError, Schema
 from kdsr_plugins.core.stage_runners import (StageContext, StageRunner, build_stage_runner, feature_channels,
-                                              num_units, unit_module_path)
+                                              num_units, supported_arch_names, unit_module_path)
 from kdsr_plugins.core.taps import FeatureTaps
 
 __all__ = ['MiPKDModel', 'MiPKDOptions', 'MiPKDPath', 'MIPKD_OPT_KEYS', 'DEFAULT_LOSSES']
@@ -223,6 +224,11 @@ class MiPKDModel(KDModel):
             logger.warning('mipkd_opt.ae_student is true but ae_opt is disabled: no student auto-encoder term.')
 
         bare_t, bare_s = self.net_t, self.get_bare_model(self.net_g)
+        if isinstance(bare_t, SpandrelTeacher):
+            raise ValueError(f'MiPKDModel runs the teacher stage by stage and has stage runners for '
+                             f'{", ".join(supported_arch_names())} only; the auto (spandrel) teacher {bare_t.arch} from '
+                             f'{bare_t.path!r} has none. Use logits KD, DUKD, MTKD or a feature method with module-path '
+                             'taps for it (docs/auto_teachers.md).')
         n_t, n_s = num_units(bare_t), num_units(bare_s)
         if o.positions_t is None and o.positions_s is None:
             k = min(4, n_t, n_s)
