@@ -26,7 +26,7 @@ from torch.nn.parallel import DataParallel, DistributedDataParallel
 from kdsr_plugins.core.arch_info import mirror_pad, pad_multiple
 from kdsr_plugins.core.checkpoints import (CheckpointError, atomic_torch_save, extract_state_dict,
                                             load_checkpoint_file, load_state_dict_into)
-from kdsr_plugins.core.option_checks import NOOP_VAL_SELF_ENSEMBLE, loss_block, network_block
+from kdsr_plugins.core.option_checks import NOOP_VAL_SELF_ENSEMBLE, loss_block, teacher_network_block
 from kdsr_plugins.core.options import arch_scale
 from kdsr_plugins.core.preemption import register_training_model
 from kdsr_plugins.core.resume import capture_rng_state, gather_rng_states, restore_rng_state
@@ -72,7 +72,7 @@ class KDModel(SRModel):
     #: SRModel keys; subclasses add their method blocks the same way (docs/options.md).
     option_fields = {
         '': (Field('network_t', 'mapping', None, 'network block of the single teacher (or a teachers list)',
-                   dynamic=network_block, role='network'),
+                   dynamic=teacher_network_block, role='network'),
              Field('teachers', 'list', None, 'teachers list (instead of network_t), each entry below',
                    item_schema=TEACHER_SCHEMA)),
         'path': (Field('pretrain_network_t', 'str', None, 'checkpoint of network_t (required for training)'),

@@ -22,7 +22,7 @@ from kdsr_plugins.compat.patches import RegistryNameError, unknown_name_message
 from kdsr_plugins.core.schema import REQUIRED, Field, OptionError, Schema, close_matches, coerce_number
 
 __all__ = ['UnknownNameError', 'check_option_file', 'check_num_gpu', 'model_class', 'model_schema', 'load_option_file',
-           'network_block', 'loss_block', 'NOOP_VAL_SELF_ENSEMBLE']
+           'network_block', 'teacher_network_block', 'loss_block', 'NOOP_VAL_SELF_ENSEMBLE']
 
 NOOP_VAL_SELF_ENSEMBLE = 'BasicSR 1.4.2 has no self-ensemble; the key does nothing.'
 _SET_BY_BASICSR = 'parse_options sets it (the value in the file is overwritten).'
@@ -125,6 +125,20 @@ def _warn_swallowed(schema: Schema, value: Mapping, where: str, warnings: list[s
 
 #: ``network_*`` blocks: ``type`` (ARCH_REGISTRY) + the arch's ``__init__`` arguments.
 network_block = _typed_block('ARCH_REGISTRY')
+#: ``type: auto`` (a teacher built from its checkpoint by spandrel, docs/auto_teachers.md).
+AUTO_NETWORK_SCHEMA = Schema('network (type auto)', (
+    Field('type', 'str', REQUIRED, 'auto: detect the architecture from the checkpoint', choices=('auto',)),
+    Field('arch', 'str', None, "spandrel's architecture name to insist on (e.g. HAT)"),
+))
+
+
+def teacher_network_block(value: Any, where: str, warnings: list[str] | None, in_place: bool) -> Any:
+    """A teacher's network block: a registered arch, or ``type: auto`` (built from the checkpoint)."""
+    if isinstance(value, Mapping) and value.get('type') == 'auto':
+        return AUTO_NETWORK_SCHEMA.check(value, where, warnings=warnings, in_place=in_place, defaults=False)
+    return network_block(value, where, warnings, in_place)
+
+
 #: Loss blocks (``*_opt`` with a ``type``): ``type`` (LOSS_REGISTRY) + the loss's ``__init__`` arguments.
 loss_block = _typed_block('LOSS_REGISTRY')
 _metric_block = _typed_block('METRIC_REGISTRY', skip=2, extra=(
