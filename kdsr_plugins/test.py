@@ -9,12 +9,12 @@ import os
 import kdsr_plugins  # noqa: F401  (top level: spawned workers must re-register)
 from basicsr.test import test_pipeline
 
-from kdsr_plugins.cli_common import prepare_argv
+from kdsr_plugins.cli_common import prepare_argv, run_entry
 
 
 def main() -> None:
     prepare_argv()
-    test_pipeline(os.getcwd())
+    run_entry(lambda: test_pipeline(os.getcwd()))
 
 
 if __name__ == '__main__':

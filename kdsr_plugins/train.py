@@ -10,12 +10,12 @@ import os
 import kdsr_plugins  # noqa: F401  (top level: spawned workers must re-register)
 from basicsr.train import train_pipeline
 
-from kdsr_plugins.cli_common import prepare_argv
+from kdsr_plugins.cli_common import prepare_argv, run_entry
 
 
 def main() -> None:
     prepare_argv()
-    train_pipeline(os.getcwd())
+    run_entry(lambda: train_pipeline(os.getcwd()))
 
 
 if __name__ == '__main__':

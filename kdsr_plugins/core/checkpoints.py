@@ -73,6 +73,14 @@ def load_training_state_file(path: str, map_location: Any = 'cpu') -> Any:
                               'resume from the previous state.') from err
 
 
+def resolve_param_key(checkpoint: Any, param_key: str | None) -> str | None:
+    """The key ``extract_state_dict`` actually reads: ``params_ema`` falls back to ``params`` when absent."""
+    if (param_key == 'params_ema' and isinstance(checkpoint, Mapping) and param_key not in checkpoint
+            and 'params' in checkpoint):
+        return 'params'
+    return param_key
+
+
 def extract_state_dict(checkpoint: Any, param_key: str | None, path: str = '<checkpoint>') -> dict[str, torch.Tensor]:
     """Select the state dict stored under ``param_key`` (BasicSR layout) in a loaded checkpoint.
 
@@ -90,8 +98,7 @@ def extract_state_dict(checkpoint: Any, param_key: str | None, path: str = '<che
         return strip_module_prefix(checkpoint)
     if not isinstance(checkpoint, Mapping):
         raise CheckpointError(f'{path!r} holds a {type(checkpoint).__name__}, not a dict of state dicts.')
-    if param_key not in checkpoint and param_key == 'params_ema' and 'params' in checkpoint:
-        param_key = 'params'
+    param_key = resolve_param_key(checkpoint, param_key)
     if param_key not in checkpoint:
         nested = [k for k, v in checkpoint.items() if isinstance(v, Mapping)]
         hint = (' It looks like a bare state dict: use param_key: ~ (null).' if is_state_dict(checkpoint) else '')
@@ -129,6 +136,11 @@ def load_state_dict_into(net: torch.nn.Module, state_dict: Mapping[str, torch.Te
         raise CheckpointError('\n'.join(lines))
     if not strict:
         state_dict = {k: v for k, v in state_dict.items() if k not in mismatched}
+        if own and not any(k in own for k in state_dict):
+            raise CheckpointError(f'{what}: non-strict loading of {path!r} into {type(net).__name__} would load no '
+                                  f'tensor at all ({len(missing)} network keys missing from the checkpoint, '
+                                  f'{len(mismatched)} of another shape): the network would stay randomly initialised. '
+                                  'Check the arch options (num_feat, num_block, upscale ...) and param_key.')
     net.load_state_dict(state_dict, strict=strict)
     return missing, unexpected + mismatched
 
