@@ -13,8 +13,10 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 VPY="$VENV/bin/python"
 
-if "$VPY" -c "import torch, torchvision, basicsr, kdsr_plugins, skimage, pytest" >/dev/null 2>&1 \
+if "$VPY" -c "import kdsr_plugins, torch, torchvision, basicsr, skimage, pytest" >/dev/null 2>&1 \
    && [ -f "$VENV/.kdsr_installed" ] && [ "$VENV/.kdsr_installed" -nt setup.py ]; then
+  # start-up hook (import torchvision / basicsr without importing kdsr_plugins first), for older installs too
+  "$VPY" -c "import torchvision" >/dev/null 2>&1 || "$VPY" -m kdsr_plugins --install-hook
   exit 0
 fi
 
@@ -26,5 +28,7 @@ echo "[install] installing pinned dependencies (CPU torch 2.13.0, torchvision 0.
 # basicsr is an sdist whose setup_requires would pull a CUDA torch into an isolated build env.
 "$VPY" -m pip install -q --no-deps --no-build-isolation basicsr==1.4.2
 "$VPY" -m pip install -q --no-deps --no-build-isolation -e .
+# start-up hook: `import torchvision` / `import basicsr` work without importing kdsr_plugins first
+"$VPY" -m kdsr_plugins --install-hook
 touch "$VENV/.kdsr_installed"
 echo "[install] done: $VENV"

@@ -1,4 +1,8 @@
-"""``python -m kdsr_plugins --list``: show what the plugin registered in BasicSR's registries."""
+"""``python -m kdsr_plugins --list``: show what the plugin registered in BasicSR's registries.
+
+``--install-hook [--site-dir DIR]`` writes the start-up hook (a ``.pth`` file) that makes
+``import torchvision`` / ``import basicsr`` work without importing ``kdsr_plugins`` first.
+"""
 import argparse
 import sys
 
@@ -9,7 +13,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog='python -m kdsr_plugins', description=__doc__)
     parser.add_argument('--list', action='store_true', help='list registered archs, losses, models, datasets')
     parser.add_argument('--version', action='store_true', help='print the package version')
+    parser.add_argument('--install-hook', action='store_true',
+                        help='install the start-up hook (kdsr_plugins_shims.pth) so that import torchvision / basicsr '
+                        'work without importing kdsr_plugins first')
+    parser.add_argument('--site-dir', help='with --install-hook: folder of the .pth (default: site-packages)')
     args = parser.parse_args(argv)
+    if args.install_hook:
+        from kdsr_plugins.compat.shims import install_hook_file
+        print(f'start-up hook written: {install_hook_file(args.site_dir)}')
+        return 0
     if args.version:
         print(kdsr_plugins.__version__)
         return 0
