@@ -15,6 +15,10 @@ class CheckpointError(RuntimeError):
     """A checkpoint file is missing, unreadable or does not hold what was asked for."""
 
 
+#: A non-strict load must fill at least this fraction of a network's values (else it loaded practically nothing).
+MIN_NON_STRICT_FRACTION = 0.1
+
+
 def is_state_dict(obj: Any) -> bool:
     """True for a non-empty mapping whose values are all tensors (a bare ``state_dict``)."""
     return isinstance(obj, Mapping) and len(obj) > 0 and all(torch.is_tensor(v) for v in obj.values())
@@ -136,11 +140,14 @@ def load_state_dict_into(net: torch.nn.Module, state_dict: Mapping[str, torch.Te
         raise CheckpointError('\n'.join(lines))
     if not strict:
         state_dict = {k: v for k, v in state_dict.items() if k not in mismatched}
-        if own and not any(k in own for k in state_dict):
-            raise CheckpointError(f'{what}: non-strict loading of {path!r} into {type(net).__name__} would load no '
-                                  f'tensor at all ({len(missing)} network keys missing from the checkpoint, '
-                                  f'{len(mismatched)} of another shape): the network would stay randomly initialised. '
-                                  'Check the arch options (num_feat, num_block, upscale ...) and param_key.')
+        total = sum(v.numel() for v in own.values())
+        loaded = sum(own[k].numel() for k in state_dict if k in own)
+        if total and loaded < MIN_NON_STRICT_FRACTION * total:
+            raise CheckpointError(f'{what}: non-strict loading of {path!r} into {type(net).__name__} would load '
+                                  f'{loaded:,d} of its {total:,d} values ({len(missing)} network key(s) missing from '
+                                  f'the checkpoint, {len(mismatched)} of another shape): practically nothing, the '
+                                  'network would stay randomly initialised. Check the arch options (num_feat, '
+                                  'num_block, upscale ...) and param_key.')
     net.load_state_dict(state_dict, strict=strict)
     return missing, unexpected + mismatched
 
