@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import weakref
 import os.path as osp
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -100,9 +101,9 @@ def _check_scale_ratio(where: str, pairs: Sequence[tuple[str, tuple[int, ...], t
         relation = 'is larger than'
     else:
         relation = 'is smaller than'
-    found = f'; the data look x{sorted(other)[0]}' if len(other) == 1 else ''
+    found = f'the data look x{sorted(other)[0]}: ' if len(other) == 1 else ''
     raise DatasetOptionError(f'{where}: GT {relation} {scale} x LQ for {len(bad)} key(s): {preview(bad, 3)} '
-                             f'(wrong LQ folder or scale?{found}). Check the pair with: {hint}')
+                             f'({found}wrong LQ folder or scale?). Check the pair with: {hint}')
 
 
 def check_paired_lmdb_opt(dataset_opt: Mapping[str, Any]) -> None:
@@ -260,7 +261,8 @@ _LAST_READ: dict[str, Any] = {}
 
 def describe_last_read() -> str:
     """Where the value that failed to decode came from: LMDB + key, or file, with the command that checks it."""
-    path, client_key, client = _LAST_READ.get('path'), _LAST_READ.get('client_key'), _LAST_READ.get('client')
+    path, client_key, ref = _LAST_READ.get('path'), _LAST_READ.get('client_key'), _LAST_READ.get('client')
+    client = ref() if ref is not None else None
     envs = getattr(getattr(client, 'client', None), '_client', None)
     if isinstance(envs, Mapping) and client_key in envs:
         try:
@@ -280,7 +282,7 @@ def recording_file_client_get(get: Any) -> Any:
         return get
 
     def wrapper(self: Any, filepath: Any, client_key: str = 'default') -> Any:
-        _LAST_READ.update(path=str(filepath), client_key=client_key, client=self)
+        _LAST_READ.update(path=str(filepath), client_key=client_key, client=weakref.ref(self))  # never keeps LMDBs open
         return get(self, filepath, client_key)
     wrapper._kdsr_recording = True  # type: ignore[attr-defined]
     wrapper.__doc__ = get.__doc__
