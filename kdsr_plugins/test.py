@@ -3,6 +3,10 @@
 Usage:
     python -m kdsr_plugins.test -opt options/test/KD/X.yml
 Outputs go to ``results/<name>/`` under the current directory.
+
+Refused before scoring (``error: ...``, exit code 2, no folder left): a ``scale`` that disagrees
+with ``network_g`` or the data, and a missing ``path.pretrain_network_g`` unless
+``path.allow_random_init: true`` (docs/guarantees.md, section 6).
 """
 import os
 

@@ -43,7 +43,16 @@ class ImageDecodeError(ValueError):
 
 
 def _memo_key(dataset_opt: Mapping[str, Any]) -> str:
-    return json.dumps(dataset_opt, sort_keys=True, default=str)
+    """The block and the modification times of its data (a changed folder or LMDB is checked again)."""
+    stamps = []
+    for key in ('dataroot_gt', 'dataroot_lq'):
+        root = dataset_opt.get(key)
+        for path in ((str(root), osp.join(str(root), 'data.mdb'), osp.join(str(root), 'meta_info.txt')) if root else ()):
+            try:
+                stamps.append(os.stat(path).st_mtime_ns)
+            except OSError:
+                stamps.append(None)
+    return json.dumps([dataset_opt, stamps], sort_keys=True, default=str)
 
 
 def check_dataset_opt(dataset_opt: Mapping[str, Any]) -> None:
