@@ -242,7 +242,8 @@ class KDModel(SRModel):
     def check_teachers(self) -> None:
         """Score every teacher against bicubic before the first iteration (``train.teacher_check``).
 
-        Random-neutral (the sample may be random training patches); see ``core.teacher_check``.
+        Random-neutral and rank-independent (the sample may be random training patches, drawn from a
+        fixed seed); see ``core.teacher_check``.
         """
         from kdsr_plugins.core import teacher_check
 
@@ -254,6 +255,7 @@ class KDModel(SRModel):
         scale = int(self.opt['scale'])
         state = capture_rng_state()
         try:
+            teacher_check.seed_everything(0)  # the same training patches on every rank: one verdict under DDP
             pairs, source = teacher_check.sample_pairs(self.opt.get('datasets') or {}, scale)
             if not pairs:
                 logger.warning('Teacher sanity check skipped: no dataset block with GT images to score on.')

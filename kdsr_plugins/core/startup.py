@@ -127,14 +127,23 @@ def check_scales(opt: Mapping[str, Any]) -> None:
 
 
 def check_checkpoints(opt: Mapping[str, Any]) -> None:
-    """Every ``path.pretrain_network_*`` and ``teachers[].pretrain`` that is set must be a file.
+    """Every ``path.pretrain_network_*`` and ``teachers[].pretrain`` that is set must be a file
+    (``pretrain_network_g`` not when resuming: BasicSR then loads the run's own checkpoint; the test
+    entry checks ``pretrain_network_g`` only).
 
     The test entry also needs ``path.pretrain_network_g`` unless ``path.allow_random_init: true``
     says that a randomly initialised network is to be scored.
     """
     path_opt = opt.get('path') or {}
-    wanted = [(f'path.{k}', v) for k, v in path_opt.items() if k.startswith('pretrain_network') and v]
-    for i, entry in enumerate(opt.get('teachers') or []):
+    training = opt.get('is_train', True)
+    resuming = training and (opt.get('auto_resume') or path_opt.get('resume_state'))
+    if training:  # a test needs only network_g (a model that runs teachers at test time checks their files)
+        wanted = [(f'path.{k}', v) for k, v in path_opt.items() if k.startswith('pretrain_network') and v
+                  and not (resuming and k == 'pretrain_network_g')]  # a resume replaces it with the run's own
+    else:
+        wanted = [('path.pretrain_network_g', path_opt['pretrain_network_g'])] if path_opt.get(
+            'pretrain_network_g') else []
+    for i, entry in enumerate(opt.get('teachers') or [] if training else []):
         if isinstance(entry, Mapping) and entry.get('pretrain'):
             wanted.append((f'teachers[{i}].pretrain', entry['pretrain']))
     for key, value in wanted:

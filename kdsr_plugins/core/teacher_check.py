@@ -80,6 +80,17 @@ def _centre_crop(lq: torch.Tensor, gt: torch.Tensor, scale: int, size: int) -> t
     return lq[:, y:y + ch, x:x + cw], gt[:, y * scale:(y + ch) * scale, x * scale:(x + cw) * scale]
 
 
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (the caller saves and restores the random states around the check)."""
+    import random
+
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
 def close_lmdb_envs(dataset: Any) -> None:
     """Close the LMDB environments a dataset opened (one process may open an LMDB only once at a time)."""
     envs = getattr(getattr(getattr(dataset, 'file_client', None), 'client', None), '_client', None)
