@@ -110,7 +110,7 @@ def _check_scale_ratio(where: str, pairs: Sequence[tuple[str, tuple[int, ...], t
         relation = 'is larger than'
     else:
         relation = 'is smaller than'
-    found = f'the data look x{sorted(other)[0]}: ' if len(other) == 1 else ''
+    found = f'the data look x{min(other)}: ' if len(other) == 1 else ''
     raise DatasetOptionError(f'{where}: GT {relation} {scale} x LQ for {len(bad)} key(s): {preview(bad, 3)} '
                              f'({found}wrong LQ folder or scale?). Check the pair with: {hint}')
 

@@ -175,7 +175,7 @@ def check_datasets(opt: Mapping[str, Any]) -> None:
     """The start-up dataset checks of ``core.dataset_checks`` on every dataset block."""
     from kdsr_plugins.core.dataset_checks import check_dataset_opt
 
-    for phase, dataset_opt in (opt.get('datasets') or {}).items():
+    for dataset_opt in (opt.get('datasets') or {}).values():
         if isinstance(dataset_opt, Mapping):
             check_dataset_opt(dataset_opt)
 

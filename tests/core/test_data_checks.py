@@ -136,7 +136,7 @@ def test_decode_failure_while_reading_names_lmdb_key_and_check_lmdb(demo_data, t
 
 
 def test_decode_failure_of_a_file_names_it(folders):
-    gt, lq = folders
+    lq = folders[1]
     (lq / 'rocket.png').write_bytes(b'\x89PNG broken')
     dataset = build_dataset(dict(name='lq', type='SingleImageDataset', phase='test', dataroot_lq=str(lq),
                                  io_backend={'type': 'disk'}))

@@ -63,7 +63,7 @@ def test_scale_suffixed_names_fill_every_tile(bench, grid_image):
 
 
 def test_every_tile_that_cannot_be_filled_is_reported(bench, capsys):
-    root, _, drawn = bench
+    root = bench[0]
     (root / 'empty').mkdir()
     report(root, hr=str(root / 'empty'), lr=str(root / 'empty'), grid_image='baby')
     out = capsys.readouterr().out

@@ -5,11 +5,11 @@ Found cases: scale 2 on an x4 student and x4 data scored the top-left quarter of
 checkpoint logged ``params_ema`` while ``params`` was loaded.
 """
 import logging
+import re
 import os.path as osp
 import sys
 
 import pytest
-import torch
 
 from kdsr_plugins import test as kdsr_test
 from kdsr_testutils import build_model_from_opt, edsr, save_random_net, train_opt, write_yaml
@@ -56,7 +56,7 @@ def test_scale_that_disagrees_with_network_or_data_is_refused(workdir, demo_data
     assert run_test_main(entry_opt(demo_data, ckpt, scale, net_scale, data_scale), workdir) == 2
     err = capsys.readouterr().err
     assert 'error: ' in err and 'Traceback' not in err
-    assert __import__('re').search(message, err), err
+    assert re.search(message, err), err
     assert not osp.exists(workdir / 'results')
 
 
