@@ -46,7 +46,9 @@ class KDModel(SRModel):
     Option keys (besides BasicSR's): ``network_t`` + ``path.{pretrain_network_t, param_key_t,
     strict_load_t}`` or a ``teachers`` list; ``train.kd_opt``; ``train.optim_aux``;
     ``train.teacher_train_mode``; ``train.use_cached_targets`` (``auto``: use the batch's cached
-    teacher output ``target`` when a dataset such as ``KDCachedTargetDataset`` provides it).
+    teacher output ``target`` when a dataset such as ``KDCachedTargetDataset`` provides it);
+    ``train.teacher_check`` (``error`` | ``warn`` | ``off``) and ``train.teacher_check_margin`` (dB
+    over bicubic, see ``core.teacher_check``).
     """
 
     #: Whether inference (test mode) needs the teachers (MTKD's aggregator does).
