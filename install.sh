@@ -64,6 +64,8 @@ env -u PYTHONPATH "$VPY" -c 'import kdsr_plugins' || {
   echo "[install] error: $VPY cannot import kdsr_plugins after installing" >&2
   exit 1
 }
+# start-up hook: `import torchvision` / `import basicsr` work without importing kdsr_plugins first
+"$VPY" -m kdsr_plugins --install-hook
 echo "$WANT" > "$STAMP"
 if ! installed; then
   echo "[install] error: the environment in $VENV does not match constraints.txt or this checkout" >&2

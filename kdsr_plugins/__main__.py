@@ -2,6 +2,8 @@
 
 ``--options <ModelType>`` prints every option key of a model (type, default, doc);
 ``--options-md`` prints docs/options.md (both generated from the option schemas).
+``--install-hook [--site-dir DIR]`` writes the start-up hook (a ``.pth`` file) that makes
+``import torchvision`` / ``import basicsr`` work without importing ``kdsr_plugins`` first.
 """
 import argparse
 import sys
@@ -15,7 +17,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--version', action='store_true', help='print the package version')
     parser.add_argument('--options', metavar='MODEL_TYPE', help='print every option key of a model type')
     parser.add_argument('--options-md', action='store_true', help='print the option reference (docs/options.md)')
+    parser.add_argument('--install-hook', action='store_true',
+                        help='install the start-up hook (kdsr_plugins_shims.pth) so that import torchvision / basicsr '
+                        'work without importing kdsr_plugins first')
+    parser.add_argument('--site-dir', help='with --install-hook: folder of the .pth (default: site-packages)')
     args = parser.parse_args(argv)
+    if args.install_hook:
+        from kdsr_plugins.compat.shims import install_hook_file
+        print(f'start-up hook written: {install_hook_file(args.site_dir)}')
+        return 0
     if args.version:
         print(kdsr_plugins.__version__)
         return 0

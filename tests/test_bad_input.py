@@ -134,10 +134,13 @@ def test_gt_smaller_than_gt_size_fails_at_start_not_mid_training(workdir, demo_d
 
 
 def test_validation_lmdb_may_have_uncropped_gt(demo_data):
-    """Outside training BasicSR crops GT to scale x LQ: a larger GT passes, a smaller one does not."""
+    """Outside training BasicSR crops GT to scale x LQ: GT of another scale (scored by its corner) is
+    refused, a smaller one too (docs/guarantees.md, "Data checks before training")."""
     common = dict(type='PairedImageDataset', name='val', phase='val', io_backend={'type': 'lmdb'}, scale=2,
                   dataroot_gt=osp.join(demo_data, 'val_HR.lmdb'))
-    assert len(build_dataset({**common, 'dataroot_lq': osp.join(demo_data, 'val_LR_X4.lmdb')})) == 2
+    assert len(build_dataset({**common, 'dataroot_lq': osp.join(demo_data, 'val_LR_X2.lmdb')})) == 2
+    with pytest.raises(DatasetOptionError, match='GT is larger than 2 x LQ .*the data look x4'):
+        build_dataset({**common, 'dataroot_lq': osp.join(demo_data, 'val_LR_X4.lmdb')})
     with pytest.raises(DatasetOptionError, match='GT is smaller than 4 x LQ'):
         build_dataset({**common, 'scale': 4, 'dataroot_lq': osp.join(demo_data, 'val_LR_X2.lmdb')})
 

@@ -12,6 +12,11 @@
   (``build_dataset``, see ``kdsr_plugins.core.dataset_checks``);
 * every option block checked at start-up (``parse_options``, see ``kdsr_plugins.core.option_checks``
   and docs/options.md), before BasicSR creates or archives any experiment folder.
+  (``build_dataset``, see ``kdsr_plugins.core.dataset_checks``); an image that does not decode
+  names its LMDB key or file (``imfrombytes``, ``FileClient.get``);
+* start-up order (``kdsr_plugins.core.startup``): pre-flight checks right after ``parse_options``,
+  before any folder is made; ``mkdir_and_rename`` journaled so that a refused start is undone;
+  start-up ends when the training loop's ``MessageLogger`` (train) or the model (test) exists.
 """
 from __future__ import annotations
 
@@ -275,4 +280,37 @@ def apply_runtime_patches() -> None:
     for module in ('basicsr.utils.options', 'basicsr.train', 'basicsr.test'):
         mod = importlib.import_module(module)
         mod.parse_options = _checked_parse_options(mod.parse_options)
+    _apply_startup_patches(basicsr_train)
+    _apply_decode_patches()
     _PATCHED = True
+
+
+def _apply_startup_patches(basicsr_train: Any) -> None:
+    """Pre-flight after ``parse_options``, journaled folder creation, end-of-start-up markers."""
+    from kdsr_plugins.core import startup
+
+    basicsr_test = importlib.import_module('basicsr.test')
+    for mod in (basicsr_train, basicsr_test):
+        mod.parse_options = startup.checked_parse_options(mod.parse_options)
+    for module in ('basicsr.utils.misc', 'basicsr.utils', 'basicsr.train'):
+        importlib.import_module(module).mkdir_and_rename = startup.mkdir_and_rename
+    basicsr_train.MessageLogger = startup.marking_start(basicsr_train.MessageLogger)
+    basicsr_test.build_model = startup.marking_start(basicsr_test.build_model)
+
+
+def _apply_decode_patches() -> None:
+    """Undecodable images raise ``ImageDecodeError`` naming the LMDB key or file (core.dataset_checks)."""
+    from basicsr.utils.file_client import FileClient
+
+    from kdsr_plugins.core import dataset_checks
+
+    import sys
+
+    from basicsr.utils import img_util
+
+    original = img_util.imfrombytes
+    FileClient.get = dataset_checks.recording_file_client_get(FileClient.get)
+    for name, mod in list(sys.modules.items()):  # every BasicSR module holding its own reference
+        if (name == 'basicsr.utils' or name.startswith('basicsr.data')) and getattr(mod, 'imfrombytes', None) is original:
+            mod.imfrombytes = dataset_checks.imfrombytes
+    img_util.imfrombytes = dataset_checks.imfrombytes

@@ -15,6 +15,10 @@ class CheckpointError(RuntimeError):
     """A checkpoint file is missing, unreadable or does not hold what was asked for."""
 
 
+#: A non-strict load must fill at least this fraction of a network's values (else it loaded practically nothing).
+MIN_NON_STRICT_FRACTION = 0.1
+
+
 def is_state_dict(obj: Any) -> bool:
     """True for a non-empty mapping whose values are all tensors (a bare ``state_dict``)."""
     return isinstance(obj, Mapping) and len(obj) > 0 and all(torch.is_tensor(v) for v in obj.values())
@@ -73,6 +77,14 @@ def load_training_state_file(path: str, map_location: Any = 'cpu') -> Any:
                               'resume from the previous state.') from err
 
 
+def resolve_param_key(checkpoint: Any, param_key: str | None) -> str | None:
+    """The key ``extract_state_dict`` actually reads: ``params_ema`` falls back to ``params`` when absent."""
+    if (param_key == 'params_ema' and isinstance(checkpoint, Mapping) and param_key not in checkpoint
+            and 'params' in checkpoint):
+        return 'params'
+    return param_key
+
+
 def extract_state_dict(checkpoint: Any, param_key: str | None, path: str = '<checkpoint>') -> dict[str, torch.Tensor]:
     """Select the state dict stored under ``param_key`` (BasicSR layout) in a loaded checkpoint.
 
@@ -90,8 +102,7 @@ def extract_state_dict(checkpoint: Any, param_key: str | None, path: str = '<che
         return strip_module_prefix(checkpoint)
     if not isinstance(checkpoint, Mapping):
         raise CheckpointError(f'{path!r} holds a {type(checkpoint).__name__}, not a dict of state dicts.')
-    if param_key not in checkpoint and param_key == 'params_ema' and 'params' in checkpoint:
-        param_key = 'params'
+    param_key = resolve_param_key(checkpoint, param_key)
     if param_key not in checkpoint:
         nested = [k for k, v in checkpoint.items() if isinstance(v, Mapping)]
         hint = (' It looks like a bare state dict: use param_key: ~ (null).' if is_state_dict(checkpoint) else '')
@@ -129,6 +140,14 @@ def load_state_dict_into(net: torch.nn.Module, state_dict: Mapping[str, torch.Te
         raise CheckpointError('\n'.join(lines))
     if not strict:
         state_dict = {k: v for k, v in state_dict.items() if k not in mismatched}
+        total = sum(v.numel() for v in own.values())
+        loaded = sum(own[k].numel() for k in state_dict if k in own)
+        if total and loaded < MIN_NON_STRICT_FRACTION * total:
+            raise CheckpointError(f'{what}: non-strict loading of {path!r} into {type(net).__name__} would load '
+                                  f'{loaded:,d} of its {total:,d} values ({len(missing)} network key(s) missing from '
+                                  f'the checkpoint, {len(mismatched)} of another shape): practically nothing, the '
+                                  'network would stay randomly initialised. Check the arch options (num_feat, '
+                                  'num_block, upscale ...) and param_key.')
     net.load_state_dict(state_dict, strict=strict)
     return missing, unexpected + mismatched
 

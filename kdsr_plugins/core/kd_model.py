@@ -25,13 +25,14 @@ from torch.nn.parallel import DataParallel, DistributedDataParallel
 
 from kdsr_plugins.core.arch_info import mirror_pad, pad_multiple
 from kdsr_plugins.core.checkpoints import (CheckpointError, atomic_torch_save, extract_state_dict,
-                                            load_checkpoint_file, load_state_dict_into)
+                                            load_checkpoint_file, load_state_dict_into, resolve_param_key)
 from kdsr_plugins.core.option_checks import NOOP_VAL_SELF_ENSEMBLE, loss_block, teacher_network_block
 from kdsr_plugins.core.options import arch_scale
 from kdsr_plugins.core.preemption import register_training_model
 from kdsr_plugins.core.resume import capture_rng_state, gather_rng_states, restore_rng_state
 from kdsr_plugins.core.schema import Field, Schema
-from kdsr_plugins.core.teachers import TEACHER_SCHEMA, TeacherSpec, build_teacher_network, check_teacher_scale, parse_teacher_specs
+from kdsr_plugins.core.teachers import (TEACHER_SCHEMA, TeacherSpec, build_teacher_network, check_teacher_scale,
+                                        parse_teacher_specs)
 
 NOOP_OPTION_KEYS = {('val', 'self_ensemble'): NOOP_VAL_SELF_ENSEMBLE}
 #: ``train.optim_aux``: optimizer settings of the auxiliary modules' parameter group (~ / absent: optim_g's).
@@ -59,7 +60,9 @@ class KDModel(SRModel):
     Option keys (besides BasicSR's): ``network_t`` + ``path.{pretrain_network_t, param_key_t,
     strict_load_t}`` or a ``teachers`` list; ``train.kd_opt``; ``train.optim_aux``;
     ``train.teacher_train_mode``; ``train.use_cached_targets`` (``auto``: use the batch's cached
-    teacher output ``target`` when a dataset such as ``KDCachedTargetDataset`` provides it).
+    teacher output ``target`` when a dataset such as ``KDCachedTargetDataset`` provides it);
+    ``train.teacher_check`` (``error`` | ``warn`` | ``off``) and ``train.teacher_check_margin`` (dB
+    over bicubic, see ``core.teacher_check``).
     """
 
     #: Whether inference (test mode) needs the teachers (MTKD's aggregator does).
@@ -84,6 +87,10 @@ class KDModel(SRModel):
                   Field('optim_aux', 'mapping', None, 'optimizer settings of the auxiliary modules',
                         schema=OPTIM_AUX_SCHEMA, nullable=True),
                   Field('teacher_train_mode', 'bool', False, 'true: teachers in train mode (reference-code quirk)'),
+                  Field('teacher_check', 'any', 'error', 'start-up teacher score vs bicubic: error (stop) | warn | off '
+                        '(docs/guarantees.md, section 8)', choices=('error', 'warn', 'off', True, False),
+                        nullable=True),
+                  Field('teacher_check_margin', 'number', 0.1, 'dB a teacher must beat bicubic by (teacher_check)'),
                   USE_CACHED_TARGETS,
                   Field('perceptual_opt', 'mapping', None, 'SRModel\'s perceptual loss',
                         ignored='KD models build no perceptual loss.')),
@@ -121,9 +128,12 @@ class KDModel(SRModel):
         """BasicSR's ``load_network`` with ``weights_only`` loading and explicit errors."""
         logger = get_root_logger()
         net = self.get_bare_model(net)
-        state = extract_state_dict(load_checkpoint_file(load_path, what), param_key, load_path)
+        checkpoint = load_checkpoint_file(load_path, what)
+        used_key = resolve_param_key(checkpoint, param_key)
+        state = extract_state_dict(checkpoint, used_key, load_path)
         missing, unexpected = load_state_dict_into(net, state, strict, load_path, what)
-        logger.info(f'Loading {type(net).__name__} ({what}) from {load_path}, param key [{param_key}].')
+        fallback = f' ({param_key} was asked for; the checkpoint has none)' if used_key != param_key else ''
+        logger.info(f'Loading {type(net).__name__} ({what}) from {load_path}, param key [{used_key}]{fallback}.')
         if not strict and (missing or unexpected):
             logger.warning(f'Non-strict load of {what} from {load_path}: {len(missing)} key(s) missing, '
                            f'{len(unexpected)} unexpected or mismatched, left as initialised: '
@@ -227,6 +237,7 @@ class KDModel(SRModel):
             self.cri_kd = build_loss(train_opt['kd_opt']).to(self.device)
         self.init_method()
         self.check_train_patch()
+        self.check_teachers()
         aux = self.build_aux_modules()
         if aux is not None:
             self.net_aux = self.model_to_device(aux)
@@ -260,6 +271,49 @@ class KDModel(SRModel):
 
     def init_method(self) -> None:
         """Hook: parse the method block, build losses and taps (teachers exist already)."""
+
+    def teacher_check_forwards(self) -> dict[str, Any]:
+        """Hook: ``{name: forward(lq) -> SR}`` of the frozen networks scored by ``check_teachers``.
+
+        Each teacher, its input mirror-padded to the window multiple of its arch and the output cut back.
+        """
+        scale = int(self.opt['scale'])
+
+        def forward_of(spec: TeacherSpec) -> Any:
+            net, multiple = self.teachers[spec.name], pad_multiple(spec.network_opt)
+
+            def forward(lq: torch.Tensor) -> torch.Tensor:
+                h, w = lq.shape[-2:]
+                return net(mirror_pad(lq, multiple) if multiple > 1 else lq)[:, :, :h * scale, :w * scale]
+            return forward
+        return {spec.name: forward_of(spec) for spec in self.teacher_specs if spec.name in self.teachers}
+
+    def check_teachers(self) -> None:
+        """Score every teacher against bicubic before the first iteration (``train.teacher_check``).
+
+        Random-neutral and rank-independent (the sample may be random training patches, drawn from a
+        fixed seed); see ``core.teacher_check``.
+        """
+        from kdsr_plugins.core import teacher_check
+
+        mode, margin = teacher_check.teacher_check_options(self.opt.get('train'))
+        forwards = self.teacher_check_forwards()
+        if mode == 'off' or not forwards:
+            return
+        logger = get_root_logger()
+        scale = int(self.opt['scale'])
+        state = capture_rng_state()
+        try:
+            teacher_check.seed_everything(0)  # the same training patches on every rank: one verdict under DDP
+            pairs, source = teacher_check.sample_pairs(self.opt.get('datasets') or {}, scale)
+            if not pairs:
+                logger.warning('Teacher sanity check skipped: no dataset block with GT images to score on.')
+                return
+            scores = teacher_check.score_teachers(forwards, pairs, scale, self.device, source)
+        finally:
+            restore_rng_state(state)
+        types = {spec.name: spec.network_opt.get('type') for spec in self.teacher_specs}
+        teacher_check.judge(scores, mode, margin, lambda n: f'teacher {n!r} ({types.get(n, "?")})', scale, logger)
 
     def lr_patch_networks(self) -> dict[str, dict]:
         """Hook: option dicts of the networks that run unpadded on the LR training patch."""

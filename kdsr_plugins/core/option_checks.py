@@ -315,6 +315,8 @@ PATH_FIELDS = (
     Field('strict_load_g', 'bool', True, 'load network_g strictly'),
     Field('resume_state', 'str', None, 'training state to resume from (training)'),
     Field('ignore_resume_networks', 'str|list', None, 'networks not reloaded on resume'),
+    Field('allow_random_init', 'bool', False, 'test entry: score a network without pretrain_network_g (random '
+          'weights) on purpose'),
 ) + tuple(Field(k, 'any', ignored=_SET_BY_BASICSR)
           for k in ('experiments_root', 'models', 'training_states', 'log', 'visualization', 'results_root'))
 

@@ -140,7 +140,8 @@ def _open_checked(lmdb_path: str) -> lmdb.Environment:
     return env
 
 
-def check_lmdb(lmdb_path: str | os.PathLike, decode: bool = True) -> dict[str, tuple[int, int, int]]:
+def check_lmdb(lmdb_path: str | os.PathLike, decode: bool = True,
+               sample: int | None = None) -> dict[str, tuple[int, int, int]]:
     """Validate a BasicSR-format LMDB.
 
     Checks: the folder name ends in ``.lmdb``; ``data.mdb`` and ``meta_info.txt`` exist; the
@@ -150,6 +151,8 @@ def check_lmdb(lmdb_path: str | os.PathLike, decode: bool = True) -> dict[str, t
     Args:
         lmdb_path: The ``.lmdb`` folder.
         decode: Also decode every value (slower; otherwise only presence is checked).
+        sample: With ``decode``, decode only this many values, evenly spread over the keys (first
+            and last included); every key's presence is still checked.
 
     Returns:
         ``{key: (h, w, c)}`` from ``meta_info.txt``.
@@ -168,13 +171,19 @@ def check_lmdb(lmdb_path: str | os.PathLike, decode: bool = True) -> dict[str, t
     env = _open_checked(lmdb_path)
     try:
         missing, bad_decode, bad_shape = [], [], []
+        keys = list(shapes)
+        if decode and sample is not None and len(keys) > sample:
+            step = (len(keys) - 1) / max(1, sample - 1)
+            to_decode = {keys[round(i * step)] for i in range(sample)}
+        else:
+            to_decode = set(keys) if decode else set()
         with env.begin(write=False) as txn:
             for key, shape in shapes.items():
                 value = txn.get(key.encode('ascii'))
                 if value is None:
                     missing.append(key)
                     continue
-                if decode:
+                if key in to_decode:
                     img = cv2.imdecode(np.frombuffer(value, np.uint8), cv2.IMREAD_UNCHANGED)
                     if img is None:
                         bad_decode.append(key)

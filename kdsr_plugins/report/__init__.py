@@ -195,6 +195,13 @@ def _pick_run(group: Group, seed: int | None) -> Run | None:
     return min(runs, key=lambda r: (r.seed is None, r.seed or 0, r.test_name or '')) if runs else None
 
 
+def cv2_upscale(img, scale: int):
+    """Nearest-neighbour upscaling (the LR input at HR size, to choose a crop on)."""
+    import cv2
+
+    return cv2.resize(img, (img.shape[1] * scale, img.shape[0] * scale), interpolation=cv2.INTER_NEAREST)
+
+
 def _grid(groups: list[Group], opt: ReportOptions, figures) -> str | None:
     students = [g for g in groups if not g.teacher]
     seeds = sorted({r.seed for g in students for r in g.runs.values() if r.test and r.seed is not None})
@@ -219,14 +226,31 @@ def _grid(groups: list[Group], opt: ReportOptions, figures) -> str | None:
         else:
             _log(f'no SR image {image!r} for {group.label}: left out of the grid')
     hr_path, lr_path = figures.find_image(opt.hr, image), figures.find_image(opt.lr, image)
+    for flag, given, found in (('--hr', opt.hr, hr_path), ('--lr', opt.lr, lr_path)):
+        if given and not found:
+            _log(f'{flag} {given}: no image {image!r} (looked for {image}.<ext> and '
+                 f'{figures.image_key(image)}[x<scale>].<ext>): its tile is left out of the grid'
+                 + (' and the dB labels too' if flag == '--hr' else ''))
     hr = figures.read_bgr(hr_path) if hr_path else None
     lr = figures.read_bgr(lr_path) if lr_path else None
     if not outputs and hr is None:
         _log(f'no pictures for image {image!r}: grid.png skipped')
         return None
-    ref = hr if hr is not None else outputs[0][1]
-    scale = opt.scale or (max(1, round(ref.shape[0] / lr.shape[0])) if lr is not None else 1)
+    scale = opt.scale
+    if not scale and lr is not None:
+        ref_h = hr.shape[0] if hr is not None else outputs[0][1].shape[0]
+        scale = max(1, round(ref_h / lr.shape[0]))
+    scale = scale or 1
     crop = opt.crop
+    # the crop is chosen on HR (else on the LR input, upscaled): never on one model's output
+    if hr is not None:
+        ref = hr
+    elif lr is not None:
+        ref = cv2_upscale(lr, scale)
+        _log('no HR image: the crop is chosen on the LR input')
+    else:
+        ref = outputs[0][1]
+        _log(f'no HR or LR image: the crop is chosen on the output of {outputs[0][0]!r}')
     if crop is None:
         size = max(scale, min(opt.crop_size, ref.shape[0], ref.shape[1]) // scale * scale)
         crop = (*figures.textured_crop(ref, size, align=scale), size)

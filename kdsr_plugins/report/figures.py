@@ -5,6 +5,7 @@ import glob
 import math
 import os
 import os.path as osp
+import re
 import textwrap
 from dataclasses import dataclass
 
@@ -73,10 +74,25 @@ def _shortest(paths: list[str]) -> str | None:
     return min(paths, key=lambda p: (len(osp.basename(p)), p)) if paths else None
 
 
+_SCALE_SUFFIX = re.compile(r'x\d+$')
+
+
+def image_key(stem: str) -> str:
+    """An image stem without the ``x<scale>`` suffix of EDSR/BasicSR LR names (``babyx4`` -> ``baby``)."""
+    return _SCALE_SUFFIX.sub('', stem) or stem
+
+
+def same_image(stem: str, image: str) -> bool:
+    """Whether ``stem`` names ``image``: equal, or equal once an ``x<scale>`` suffix is removed from either."""
+    return stem == image or image_key(stem) == image_key(image)
+
+
 def sr_image_path(folder: str, test_name: str | None, image: str, dataset: str | None = None) -> str | None:
     """``<folder>/visualization/<dataset>/<image>_<suffix>.png`` (BasicSR's suffix defaults to the test name).
 
-    The exact ``<image>_<test_name>.png`` is preferred; otherwise the shortest ``<image>_*.png``.
+    The exact ``<image>_<test_name>.png`` is preferred; otherwise the shortest ``<image>_*.png``;
+    otherwise the same with ``<image>`` matched up to an ``x<scale>`` suffix (BasicSR names outputs
+    after the LR file, ``babyx4_<suffix>.png``, which ``--grid-image baby`` must find).
     """
     vis = osp.join(folder, 'visualization')
     datasets = [dataset] if dataset else sorted(d for d in os.listdir(vis) if osp.isdir(osp.join(vis, d))) \
@@ -87,6 +103,18 @@ def sr_image_path(folder: str, test_name: str | None, image: str, dataset: str |
         found = _shortest(glob.glob(osp.join(vis, glob.escape(ds), glob.escape(image) + '_*.png')))
         if found:
             return found
+    for ds in datasets:
+        candidates = []
+        for path in glob.glob(osp.join(vis, glob.escape(ds), '*_*.png')):
+            stem = osp.splitext(osp.basename(path))[0]
+            if test_name and stem.endswith(f'_{test_name}'):
+                name = stem[:-len(test_name) - 1]
+            else:
+                name = stem.rsplit('_', 1)[0]
+            if same_image(name, image):
+                candidates.append((not (test_name and stem.endswith(f'_{test_name}')), len(stem), path))
+        if candidates:
+            return min(candidates)[2]
     return None
 
 
@@ -108,7 +136,9 @@ def list_sr_images(folder: str, test_name: str | None, dataset: str | None = Non
 
 
 def find_image(source: str | None, image: str) -> str | None:
-    """A file itself, or ``<folder>/<image>.<ext>`` (else the shortest ``<image>*.<ext>``, e.g. ``babyx4.png``)."""
+    """A file itself, or ``<folder>/<image>.<ext>``, else the image of the same name up to an
+    ``x<scale>`` suffix (``baby`` finds ``babyx4.png`` in an LR folder, ``babyx4`` finds ``baby.png``
+    in an HR folder); ``babyface.png`` is not ``baby``."""
     if not source:
         return None
     if osp.isfile(source):
@@ -116,8 +146,10 @@ def find_image(source: str | None, image: str) -> str | None:
     for ext in IMAGE_EXTS:
         if osp.isfile(path := osp.join(source, image + ext)):
             return path
-    return _shortest([p for p in glob.glob(osp.join(glob.escape(source), glob.escape(image) + '*'))
-                      if p.lower().endswith(IMAGE_EXTS)])
+    if not osp.isdir(source):
+        return None
+    return _shortest([osp.join(source, f) for f in sorted(os.listdir(source))
+                      if f.lower().endswith(IMAGE_EXTS) and same_image(osp.splitext(f)[0], image)])
 
 
 def read_bgr(path: str) -> np.ndarray:

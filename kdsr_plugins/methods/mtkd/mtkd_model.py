@@ -21,7 +21,7 @@ from torch import nn
 
 from kdsr_plugins.core.arch_info import mirror_pad, pad_multiple
 from kdsr_plugins.core.checkpoints import (CheckpointError, extract_state_dict, load_checkpoint_file,
-                                            load_state_dict_into)
+                                            load_state_dict_into, resolve_param_key)
 from kdsr_plugins.methods.mtkd.public_checkpoint import (PUBLIC_MTKD_MASK_MODE, PUBLIC_MTKD_OUTPUT_CONVENTION,
                                                           convert_public_mtkd_aggregator)
 from kdsr_plugins.core.kd_model import KDModel
@@ -114,7 +114,8 @@ class MTKDAggregatorModel(_MTKDBase):
             logger.warning(f'{load_path!r}: public-MTKD checkpoint converted; it has no kd_meta, so the teacher order '
                            'cannot be verified (the public stage-1 order is [edsr, swinir, rcan]).')
         load_state_dict_into(bare, state, strict, load_path, 'aggregator (network_g)')
-        logger.info(f'Loading {type(bare).__name__} (aggregator) from {load_path}, param key [{param_key}].')
+        logger.info(f'Loading {type(bare).__name__} (aggregator) from {load_path}, '
+                    f'param key [{resolve_param_key(ckpt, param_key)}].')
         meta = ckpt.get('kd_meta') if isinstance(ckpt, Mapping) else None
         if isinstance(meta, Mapping):
             specs = parse_teacher_specs(self.opt)
