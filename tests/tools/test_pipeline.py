@@ -12,7 +12,6 @@ from kdsr_plugins.core.kd_model import KDModel
 from kdsr_testutils import (run_ddp_check, edsr, experiment_dir, list_states, model_file, run_train, save_random_net,
                             train_opt, write_yaml)
 
-TESTS_DIR = osp.dirname(osp.abspath(__file__))
 
 
 def kd_opt(workdir, demo_data, name, **kw):

@@ -18,11 +18,9 @@ from basicsr.utils.registry import MODEL_REGISTRY
 from kdsr_plugins.methods.feature_kd.feature_kd_model import FeatureKDModel, parse_feature_kd_options
 from kdsr_plugins.core.checkpoints import CheckpointError
 from kdsr_plugins.core.taps import TapError
-from kdsr_testutils import (run_ddp_check, build_model_from_opt, edsr, experiment_dir, model_file, random_batch, run_train,
+from kdsr_testutils import (ROOT, run_ddp_check, build_model_from_opt, edsr, experiment_dir, model_file, random_batch, run_train,
                             save_random_net, train_opt, write_yaml)
 
-TESTS_DIR = osp.dirname(osp.abspath(__file__))
-ROOT = osp.dirname(TESTS_DIR)
 TAPS = ['conv_first', 0, 1, 'conv_after_body']
 LOSSES = {
     'fitnet': {'type': 'KDFitNetLoss', 'loss_weight': 10.0, 'distance': 'l1'},
@@ -30,11 +28,6 @@ LOSSES = {
     'fakd': {'type': 'KDAffinityLoss', 'loss_weight': 10.0},
     'rkd': {'type': 'KDRelationLoss', 'loss_weight': 1.0},
 }
-
-
-@pytest.fixture
-def teacher_ckpt(tmp_path):
-    return save_random_net(edsr(16, 2), str(tmp_path / 'teacher.pth'), seed=1)
 
 
 def fkd_opt(data_root, ckpt, loss='fitnet', name='fkd', taps_t=TAPS, taps_s=TAPS, adapter=None, **kw):

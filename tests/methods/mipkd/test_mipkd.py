@@ -15,11 +15,10 @@ from torch import nn
 
 from kdsr_plugins.methods.mipkd.mipkd_mixer_arch import STUDENT, TEACHER, MiPKDMixer, MiPKDPlan, random_mask
 from kdsr_plugins.methods.mipkd.mipkd_model import MIPKD_OPT_KEYS, MiPKDModel, MiPKDOptions, MiPKDPath, default_positions
-from kdsr_testutils import (run_ddp_check, build_model_from_opt, edsr, experiment_dir, model_file, random_batch, run_train,
+from kdsr_testutils import (ROOT, run_ddp_check, build_model_from_opt, edsr, experiment_dir, model_file, random_batch, run_train,
                             save_random_net, train_opt)
+from kdsr_testutils import swinir as tiny_swinir
 
-TESTS_DIR = osp.dirname(osp.abspath(__file__))
-ROOT = osp.dirname(TESTS_DIR)
 POS = {'positions_t': [1, 3], 'positions_s': [0, 1]}  # teacher EDSR b4 -> student EDSR b2, K = 2
 
 
@@ -27,9 +26,8 @@ pytestmark = pytest.mark.usefixtures('single_thread')
 
 
 def swinir(embed_dim: int, stages: int, scale: int = 2) -> dict:
-    return dict(type='SwinIR', upscale=scale, in_chans=3, img_size=16, window_size=4, img_range=1.0,
-                depths=[1] * stages, embed_dim=embed_dim, num_heads=[2] * stages, mlp_ratio=2,
-                upsampler='pixelshuffle', resi_connection='1conv')
+    """The shared tiny SwinIR with ``stages`` one-block stages (pixelshuffle)."""
+    return tiny_swinir(scale, embed_dim, [1] * stages, upsampler='pixelshuffle')
 
 
 def mipkd_opt(tmp_path, teacher=None, student=None, name='mipkd', seed=1, **mipkd):
