@@ -43,6 +43,9 @@ def torchrun_check(opt: dict, workdir) -> dict:
     return result
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
+@pytest.mark.ddp
 def test_ddp_mtkd_aggregator_identical_ranks_reduced_logs_single_validation(workdir, demo_data):
     swin = swinir(SCALE)
     name = 'mtkd_s1_ddp'

@@ -37,6 +37,7 @@ from kdsr_testutils import (TESTS_DIR, aggregator, edsr, experiment_dir, model_f
 FAULT_TRAIN = osp.join(TESTS_DIR, 'fault_train.py')
 SEED = int(os.environ.get('KDSR_FAULT_SEED', '0'))
 SCALE, TOTAL, SAVE = 2, 6, 2
+pytestmark = [pytest.mark.slow, pytest.mark.subprocess]  # every case trains in killed and resumed subprocesses
 MODELS = ('KDModel', 'FeatureKDModel', 'DUKDModel', 'MiPKDModel', 'MTKDAggregatorModel', 'MTKDStudentModel')
 WITH_AUX = ('FeatureKDModel', 'MiPKDModel')
 TIMEOUT = 300

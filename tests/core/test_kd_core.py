@@ -17,6 +17,8 @@ def kd_model(tmp_path, teacher_ckpt, **kw):
     return build_model_from_opt(train_opt('core', str(tmp_path), teacher_ckpt, **kw), tmp_path)
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_registry_lists_core_names():
     names = kdsr_plugins.registered_names()
     assert 'KDModel' in names['MODEL'] and 'KDModel' in MODEL_REGISTRY

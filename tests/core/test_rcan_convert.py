@@ -58,6 +58,8 @@ def test_missing_or_extra_keys_fail():
         convert_rcan_state_dict(official_state(4, feat=8), net)
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_cli_writes_basicsr_layout_and_refuses_overwrite(tmp_path):
     src, dst = tmp_path / 'RCAN_BIX2.pt', tmp_path / 'rcan_basicsr.pth'
     torch.save(official_state(2), src)

@@ -17,6 +17,7 @@ from kdsr_testutils import (MTKD_SCALE, PNG16_TOL, build_model_from_opt, cached_
                             mtkd_stage1_opt, mtkd_stage2_opt, mtkd_swinir, no_teachers, read_lmdb, write_yaml)
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings('ignore:.*found in sys.modules:RuntimeWarning')
 def test_cache_cli_round_trip_and_training_from_cache(mtkd_stage1, workdir, demo_data, mtkd_ckpts, monkeypatch, capsys):
     cache = workdir / 'cache'

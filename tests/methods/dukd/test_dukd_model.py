@@ -387,6 +387,9 @@ def test_train_pipeline_swinir_student_validates_non_window_multiple(workdir, de
     assert osp.isfile(model_file(workdir, 'dukd_swinir_x4', 'net_g', 'latest'))
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
+@pytest.mark.ddp
 def test_ddp_two_process_cpu_identical_parameters(workdir, demo_data):
     """Default single step; the student wrapper runs 3 times per backward (all groups consistent)."""
     name = 'dukd_ddp'

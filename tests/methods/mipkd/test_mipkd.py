@@ -355,6 +355,7 @@ def test_option_forms_and_distributed_guard(tmp_path):
 
 
 # ---------------------------------------------------------------------------- real runs
+@pytest.mark.slow
 def test_train_pipeline_edsr_then_resume_restores_mixers(workdir, demo_data, monkeypatch):
     name = 'mipkd_edsr'
     opt = mipkd_opt(workdir, name=name, teacher=edsr(16, 4), student=edsr(8, 2), **POS)
@@ -390,6 +391,7 @@ def test_train_pipeline_edsr_then_resume_restores_mixers(workdir, demo_data, mon
     assert list(logs[-1]) == ['l_pix', 'l_kd', 'l_fpm', 'l_ae', 'l_bpm'] and len(logs) == 2  # iterations 3, 4
 
 
+@pytest.mark.slow
 def test_train_pipeline_tiny_swinir(workdir, demo_data):
     name = 'mipkd_swinir'
     opt = mipkd_opt(workdir, name=name, teacher=swinir(16, 3), student=swinir(8, 2), positions_t=[0, 2],
@@ -404,6 +406,9 @@ def test_train_pipeline_tiny_swinir(workdir, demo_data):
 
 # single, path_prob 1: every iteration runs bare student stages after the wrapped forward, with k*
 # (hence the unused mixers) differing between ranks; chained, 0.5: 12 route draws mix both networks.
+@pytest.mark.slow
+@pytest.mark.subprocess
+@pytest.mark.ddp
 @pytest.mark.parametrize('mode, path_prob', [('single', 1.0), ('chained', 0.5)])
 def test_ddp_two_process_cpu_identical_student_and_mixers(workdir, demo_data, mode, path_prob):
     name = f'mipkd_ddp_{mode}'
@@ -424,6 +429,7 @@ def _units(net_opt):
             'SwinIR': lambda o: len(o['depths'])}[net_opt['type']](net_opt)
 
 
+@pytest.mark.subprocess
 def test_shipped_yamls_are_current_and_valid():
     proc = subprocess.run([sys.executable, osp.join(ROOT, 'scripts', 'make_options.py'), '--method', 'mipkd',
                            '--check'], capture_output=True, text=True)

@@ -18,6 +18,7 @@ from kdsr_testutils import (MTKD_SCALE, ROOT, build_model_from_opt, edsr, logged
 
 
 # ------------------------------------------------------------------------------------ stage 1 / 2 runs
+@pytest.mark.slow
 def test_stage1_run_saves_kd_meta_and_validates_with_teachers(mtkd_stage1):
     ckpt = torch.load(mtkd_stage1['ckpt'], weights_only=True)
     assert set(ckpt) == {'params', 'params_ema', 'kd_meta'}
@@ -28,6 +29,7 @@ def test_stage1_run_saves_kd_meta_and_validates_with_teachers(mtkd_stage1):
     assert '# psnr:' in log  # validation ran: LR -> both teachers (SwinIR padded) -> aggregator
 
 
+@pytest.mark.slow
 def test_stage2_run_loads_stage1_checkpoint(mtkd_stage1, workdir, demo_data, mtkd_ckpts):
     opt = mtkd_stage2_opt('mtkd_s2', demo_data, mtkd_ckpts, mtkd_stage1['ckpt'], total_iter=2, val_freq=2)
     log = logged_run(opt, workdir)
@@ -36,6 +38,7 @@ def test_stage2_run_loads_stage1_checkpoint(mtkd_stage1, workdir, demo_data, mtk
     assert set(torch.load(model_file(workdir, 'mtkd_s2', 'net_g', 'latest'))) == {'params', 'params_ema'}
 
 
+@pytest.mark.slow
 def test_stage2_step_frozen_target_and_loss_values(mtkd_stage1, tmp_path, demo_data, mtkd_ckpts):
     opt = mtkd_stage2_opt('s2_step', demo_data, mtkd_ckpts, mtkd_stage1['ckpt'])
     model = build_model_from_opt(opt, tmp_path)
@@ -129,6 +132,7 @@ def test_stage1_test_mode_checks_order_of_loaded_aggregator(mtkd_stage1, tmp_pat
 
 
 # ------------------------------------------------------------------------------------ public checkpoints
+@pytest.mark.slow
 def test_public_mtkd_checkpoint_loads(tmp_path, demo_data, mtkd_ckpts):
     torch.manual_seed(3)
     ref = build_network(mtkd_aggregator(depths=[2], output_convention='mean255')).eval()
@@ -154,6 +158,9 @@ def test_public_mtkd_checkpoint_loads(tmp_path, demo_data, mtkd_ckpts):
                              tmp_path)
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
+@pytest.mark.ddp
 def test_stage2_ddp_two_process_cpu(mtkd_stage1, workdir, demo_data, mtkd_ckpts):
     opt = mtkd_stage2_opt('mtkd_ddp', demo_data, mtkd_ckpts, mtkd_stage1['ckpt'], total_iter=2, save_freq=100)
     result = run_ddp_check(opt, workdir)
