@@ -1,7 +1,8 @@
 """Bad-input catalogue: entries not covered next to their feature (see docs/guarantees.md for the rest).
 
 Each case checks that the run stops early with a message naming the problem and the fix: unknown
-registry names in a training YAML (the registry message itself: tests/compat/test_patches.py), LMDB layout and pairing problems, GT images smaller than ``gt_size``, SwinIR
+registry names in a training YAML (the registry message itself: tests/compat/test_patches.py),
+LMDB layout and pairing problems, GT images smaller than ``gt_size``, SwinIR
 patch sizes, a student whose scale differs from the run's, a resume state of another model,
 non-finite losses or weights (the last good checkpoint is kept and resuming from it works), and
 untrusted or corrupt checkpoint and state files (``weights_only`` loading: no code runs).

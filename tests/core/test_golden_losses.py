@@ -170,8 +170,9 @@ def group_key(opt: dict) -> str:
     nets = [{k: v for k, v in shrink_net(n, 16, 2).items() if k not in ('upscale', 'img_size')} if n else None
             for n in nets]
     target = opt['datasets']['train'].get('dataroot_target')
-    return json.dumps([opt['model_type'], train, nets, {k: v for k, v in agg.items() if k not in ('network', 'pretrain')},
-                       type(target).__name__, bool(opt['path'].get('pretrain_network_g'))], sort_keys=True)
+    agg_keys = {k: v for k, v in agg.items() if k not in ('network', 'pretrain')}
+    return json.dumps([opt['model_type'], train, nets, agg_keys, type(target).__name__,
+                       bool(opt['path'].get('pretrain_network_g'))], sort_keys=True)
 
 
 def representatives() -> set[str]:

@@ -72,7 +72,8 @@ def test_cache_cli_round_trip_and_training_from_cache(mtkd_stage1, workdir, demo
     model.optimize_parameters(1)
 
     # stage 2: aggregator-output cache (dataroot_target = one path), real train_pipeline run
-    s2 = cached_opt(mtkd_stage2_opt('s2_cached', demo_data, mtkd_ckpts, mtkd_stage1['ckpt'], total_iter=2, val_freq=100),
+    s2 = cached_opt(mtkd_stage2_opt('s2_cached', demo_data, mtkd_ckpts, mtkd_stage1['ckpt'], total_iter=2,
+                                    val_freq=100),
                     str(cache / 'aggregator.lmdb'))
     written = cache_cli.main(['-opt', write_yaml(s2, str(workdir / 's2.yml')), '--device', 'cpu'])
     assert list(written) == ['target']
@@ -84,6 +85,7 @@ def test_cache_cli_round_trip_and_training_from_cache(mtkd_stage1, workdir, demo
     s2.pop('val')  # student validation is covered by test_stage2_run_loads_stage1_checkpoint
     assert 'l_kd:' in logged_run(s2, workdir)
     # a per-teacher cache is not an aggregator cache
-    wrong = cached_opt(mtkd_stage2_opt('s2_wrong', demo_data, mtkd_ckpts, mtkd_stage1['ckpt']), str(cache / 'edsr.lmdb'))
+    wrong = cached_opt(mtkd_stage2_opt('s2_wrong', demo_data, mtkd_ckpts, mtkd_stage1['ckpt']),
+                       str(cache / 'edsr.lmdb'))
     with pytest.raises(ValueError, match='not an aggregator output'):
         build_model_from_opt(wrong, workdir)

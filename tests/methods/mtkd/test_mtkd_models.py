@@ -148,13 +148,15 @@ def test_public_mtkd_checkpoint_loads(tmp_path, demo_data, mtkd_ckpts):
     with torch.no_grad():
         assert torch.allclose(model.aggregator(x), ref(x), atol=1e-6)
     with pytest.raises(TeacherOrderError, match='teacher_order'):
-        build_model_from_opt(mtkd_stage2_opt('pub', demo_data, mtkd_ckpts, None, aggregator=dict(block, teacher_order=None)),
+        build_model_from_opt(mtkd_stage2_opt('pub', demo_data, mtkd_ckpts, None,
+                                             aggregator=dict(block, teacher_order=None)),
                              tmp_path)
     with pytest.raises(ValueError, match='mean255'):
         bad = dict(block, network=mtkd_aggregator(depths=[2], output_convention='image'))
         build_model_from_opt(mtkd_stage2_opt('pub', demo_data, mtkd_ckpts, None, aggregator=bad), tmp_path)
     with pytest.raises(CheckpointError, match='format: public_mtkd'):
-        build_model_from_opt(mtkd_stage2_opt('pub', demo_data, mtkd_ckpts, None, aggregator=dict(block, format='basicsr')),
+        build_model_from_opt(mtkd_stage2_opt('pub', demo_data, mtkd_ckpts, None,
+                                             aggregator=dict(block, format='basicsr')),
                              tmp_path)
 
 
