@@ -1,6 +1,8 @@
 """Tiny networks and option dicts for fast CPU tests of the training pipeline."""
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import os.path as osp
 import sys
@@ -10,12 +12,45 @@ import torch
 import yaml
 from basicsr.archs import build_network
 
+TESTS_DIR = osp.dirname(osp.abspath(__file__))  # helper scripts (fault_train.py, ddp_*_check.py) live here
+ROOT = osp.dirname(TESTS_DIR)  # repository root (options/, scripts/)
 RGB_MEAN = [0.4488, 0.4371, 0.4040]
 
 
 def edsr(num_feat: int, num_block: int, scale: int = 2) -> dict:
     return dict(type='EDSR', num_in_ch=3, num_out_ch=3, num_feat=num_feat, num_block=num_block, upscale=scale,
                 res_scale=1.0, img_range=255.0, rgb_mean=RGB_MEAN)
+
+
+def rcan(num_feat: int = 16, num_group: int = 2, num_block: int = 2, scale: int = 2) -> dict:
+    """A tiny BasicSR RCAN option dict (squeeze factor 4, so ``num_feat`` must be a multiple of 4)."""
+    return dict(type='RCAN', num_in_ch=3, num_out_ch=3, num_feat=num_feat, num_group=num_group, num_block=num_block,
+                squeeze_factor=4, upscale=scale, res_scale=1, img_range=255.0, rgb_mean=RGB_MEAN)
+
+
+def swinir(scale: int = 2, embed_dim: int = 12, depths=(1,), window_size: int = 4, img_size: int = 16,
+           upsampler: str = 'pixelshuffledirect', **kw) -> dict:
+    """A tiny BasicSR SwinIR option dict: 2 heads per stage, MLP ratio 2, 1conv; ``kw`` adds or overrides keys."""
+    opt = dict(type='SwinIR', upscale=scale, in_chans=3, img_size=img_size, window_size=window_size, img_range=1.0,
+               depths=list(depths), embed_dim=embed_dim, num_heads=[2] * len(depths), mlp_ratio=2,
+               upsampler=upsampler, resi_connection='1conv')
+    opt.update(kw)
+    return opt
+
+
+def aggregator(num_teachers: int = 2, scale: int = 2, depths=(1,), **kw) -> dict:
+    """A tiny MTKD DCT-Swin aggregator (``MTKDDCTSwin``) option dict; ``kw`` adds or overrides keys."""
+    opt = dict(type='MTKDDCTSwin', num_teachers=num_teachers, upscale=scale, img_size=32, window_size=4, embed_dim=12,
+               depths=list(depths), num_heads=[2] * len(depths), mlp_ratio=2, num_feat=8)
+    opt.update(kw)
+    return opt
+
+
+def tiny_net(net_opt: dict, seed: int | None = 0) -> torch.nn.Module:
+    """Build ``net_opt`` through BasicSR's registry, with weights drawn after ``torch.manual_seed(seed)``."""
+    if seed is not None:
+        torch.manual_seed(seed)
+    return build_network(deepcopy(net_opt))
 
 
 def save_random_net(net_opt: dict, path: str, seed: int = 0, param_key: str = 'params') -> str:
@@ -70,6 +105,13 @@ def train_opt(name: str, data_root: str, teacher_ckpt: str | None, model_type: s
         opt['network_t'] = teacher or edsr(16, 2, scale)
         opt['path']['pretrain_network_t'] = teacher_ckpt
     opt['train'].update(train_extra)
+    return opt
+
+
+def short_run(data_root: str, teacher: str, name: str, **kw) -> dict:
+    """A 4-iteration KD run (checkpoint every 2) without validation."""
+    opt = train_opt(name, data_root, teacher, total_iter=kw.pop('total_iter', 4), **kw)
+    del opt['val'], opt['datasets']['val']
     return opt
 
 
@@ -190,3 +232,118 @@ def reference_augment(x: torch.Tensor, subset: str) -> torch.Tensor:
     if 't' in subset:
         x = x.permute(0, 1, 3, 2)
     return x
+
+
+# ----------------------------------------------------------------------------- tiny MTKD runs (x4)
+MTKD_SCALE = 4
+MTKD_ORDER = ('edsr', 'swinir')
+
+
+def mtkd_swinir(scale: int = MTKD_SCALE) -> dict:
+    """The SwinIR teacher of the tiny MTKD runs: one stage of depth 2 (a shifted-window block)."""
+    return swinir(scale, depths=(2,))
+
+
+def mtkd_aggregator(n: int = 2, scale: int = MTKD_SCALE, **kw) -> dict:
+    return aggregator(n, scale, **kw)
+
+
+def mtkd_teachers(ckpts: dict, order=MTKD_ORDER) -> list[dict]:
+    """``teachers`` list of the tiny MTKD runs (EDSR f8 b1, SwinIR) in ``order``; ``ckpts`` from ``mtkd_ckpts``."""
+    nets = {'edsr': edsr(8, 1, MTKD_SCALE), 'swinir': mtkd_swinir()}
+    return [{'name': n, 'network': nets[n], 'pretrain': ckpts[n]} for n in order]
+
+
+def mtkd_stage1_opt(name: str, demo_data: str, ckpts: dict, order=MTKD_ORDER, total_iter: int = 2, **kw) -> dict:
+    """MTKD stage 1 (aggregator training) on the demo x4 LMDB, LR patch 32."""
+    opt = train_opt(name, demo_data, None, model_type='MTKDAggregatorModel', scale=MTKD_SCALE, total_iter=total_iter,
+                    student=mtkd_aggregator(len(order)), **kw)
+    opt['teachers'] = mtkd_teachers(ckpts, order)
+    del opt['train']['kd_opt']
+    opt['datasets']['train']['gt_size'] = 32 * MTKD_SCALE
+    return opt
+
+
+def mtkd_stage2_opt(name: str, demo_data: str, ckpts: dict, agg_ckpt: str | None, order=MTKD_ORDER,
+                    total_iter: int = 2, aggregator: dict | None = None, **kw) -> dict:
+    """MTKD stage 2 (EDSR f8 b2 student, wavelet KD 1.0 + L1 0.1) with the aggregator of ``agg_ckpt``."""
+    opt = train_opt(name, demo_data, None, model_type='MTKDStudentModel', scale=MTKD_SCALE, total_iter=total_iter,
+                    student=edsr(8, 2, MTKD_SCALE), **kw)
+    opt['teachers'] = mtkd_teachers(ckpts, order)
+    opt['aggregator'] = aggregator or {'network': mtkd_aggregator(len(order)), 'pretrain': agg_ckpt}
+    opt['train']['kd_opt'] = {'type': 'KDWaveletLoss', 'loss_weight': 1.0, 'levels': 1}
+    opt['train']['pixel_opt'] = {'type': 'L1Loss', 'loss_weight': 0.1, 'reduction': 'mean'}
+    opt['datasets']['train']['gt_size'] = 32 * MTKD_SCALE
+    return opt
+
+
+@contextlib.contextmanager
+def captured_log():
+    """Collect BasicSR log messages of an in-process run (its log file exists only for the first run)."""
+    lines = []
+
+    class Collect(logging.Handler):
+        def emit(self, record):
+            lines.append(record.getMessage())
+
+    logger, handler = logging.getLogger('basicsr'), Collect()
+    old_level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield lines
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
+
+
+def logged_run(opt: dict, root) -> str:
+    """``run_train`` returning the BasicSR log messages as one string."""
+    with captured_log() as lines:
+        run_train(opt, str(root))
+    return '\n'.join(lines)
+
+
+# ----------------------------------------------------------------------------- cached teacher targets
+PNG16_TOL = 1.5 / 65535  # one png16 step over the default range [-0.25, 1.25]
+
+
+def close_dataset(ds) -> None:
+    """Close the LMDB environments of a dataset (py-lmdb refuses a second open in one process)."""
+    if ds.file_client is not None:
+        for env in ds.file_client.client._client.values():
+            env.close()
+
+
+def read_lmdb(path: str) -> dict:
+    """Every image of an LMDB as a float32 BGR array, by key."""
+    import lmdb
+    from basicsr.utils import imfrombytes
+
+    env = lmdb.open(path, readonly=True, lock=False)
+    with env.begin() as txn:
+        out = {k.decode(): imfrombytes(v, float32=True) for k, v in txn.cursor()}
+    env.close()
+    return out
+
+
+def cached_opt(opt: dict, targets) -> dict:
+    """Switch ``opt`` to ``KDCachedTargetDataset`` on the target cache(s) ``targets`` (in place)."""
+    opt['datasets']['train'].update(type='KDCachedTargetDataset', dataroot_target=targets)
+    opt['train']['use_cached_targets'] = True
+    return opt
+
+
+def first_batch(opt: dict) -> dict:
+    """The first two training items of ``opt``'s train dataset, stacked into a batch."""
+    from basicsr.data import build_dataset
+
+    ds = build_dataset(dict(opt['datasets']['train'], phase='train', scale=opt['scale']))
+    items = [ds[0], ds[1]]
+    close_dataset(ds)
+    return {k: torch.stack([it[k] for it in items]) for k in items[0] if torch.is_tensor(items[0][k])}
+
+
+def no_teachers(*args, **kwargs):
+    """A ``teacher_forward`` replacement that fails: cached targets must make the teachers unnecessary."""
+    raise AssertionError('a teacher ran although cached targets were given')

@@ -15,11 +15,10 @@ from torch import nn
 
 from kdsr_plugins.methods.mipkd.mipkd_mixer_arch import STUDENT, TEACHER, MiPKDMixer, MiPKDPlan, random_mask
 from kdsr_plugins.methods.mipkd.mipkd_model import MIPKD_OPT_KEYS, MiPKDModel, MiPKDOptions, MiPKDPath, default_positions
-from kdsr_testutils import (run_ddp_check, build_model_from_opt, edsr, experiment_dir, model_file, random_batch, run_train,
+from kdsr_testutils import (ROOT, run_ddp_check, build_model_from_opt, edsr, experiment_dir, model_file, random_batch, run_train,
                             save_random_net, train_opt)
+from kdsr_testutils import swinir as tiny_swinir
 
-TESTS_DIR = osp.dirname(osp.abspath(__file__))
-ROOT = osp.dirname(TESTS_DIR)
 POS = {'positions_t': [1, 3], 'positions_s': [0, 1]}  # teacher EDSR b4 -> student EDSR b2, K = 2
 
 
@@ -27,9 +26,8 @@ pytestmark = pytest.mark.usefixtures('single_thread')
 
 
 def swinir(embed_dim: int, stages: int, scale: int = 2) -> dict:
-    return dict(type='SwinIR', upscale=scale, in_chans=3, img_size=16, window_size=4, img_range=1.0,
-                depths=[1] * stages, embed_dim=embed_dim, num_heads=[2] * stages, mlp_ratio=2,
-                upsampler='pixelshuffle', resi_connection='1conv')
+    """The shared tiny SwinIR with ``stages`` one-block stages (pixelshuffle)."""
+    return tiny_swinir(scale, embed_dim, [1] * stages, upsampler='pixelshuffle')
 
 
 def mipkd_opt(tmp_path, teacher=None, student=None, name='mipkd', seed=1, **mipkd):
@@ -357,6 +355,7 @@ def test_option_forms_and_distributed_guard(tmp_path):
 
 
 # ---------------------------------------------------------------------------- real runs
+@pytest.mark.slow
 def test_train_pipeline_edsr_then_resume_restores_mixers(workdir, demo_data, monkeypatch):
     name = 'mipkd_edsr'
     opt = mipkd_opt(workdir, name=name, teacher=edsr(16, 4), student=edsr(8, 2), **POS)
@@ -392,6 +391,7 @@ def test_train_pipeline_edsr_then_resume_restores_mixers(workdir, demo_data, mon
     assert list(logs[-1]) == ['l_pix', 'l_kd', 'l_fpm', 'l_ae', 'l_bpm'] and len(logs) == 2  # iterations 3, 4
 
 
+@pytest.mark.slow
 def test_train_pipeline_tiny_swinir(workdir, demo_data):
     name = 'mipkd_swinir'
     opt = mipkd_opt(workdir, name=name, teacher=swinir(16, 3), student=swinir(8, 2), positions_t=[0, 2],
@@ -406,6 +406,9 @@ def test_train_pipeline_tiny_swinir(workdir, demo_data):
 
 # single, path_prob 1: every iteration runs bare student stages after the wrapped forward, with k*
 # (hence the unused mixers) differing between ranks; chained, 0.5: 12 route draws mix both networks.
+@pytest.mark.slow
+@pytest.mark.subprocess
+@pytest.mark.ddp
 @pytest.mark.parametrize('mode, path_prob', [('single', 1.0), ('chained', 0.5)])
 def test_ddp_two_process_cpu_identical_student_and_mixers(workdir, demo_data, mode, path_prob):
     name = f'mipkd_ddp_{mode}'
@@ -426,6 +429,7 @@ def _units(net_opt):
             'SwinIR': lambda o: len(o['depths'])}[net_opt['type']](net_opt)
 
 
+@pytest.mark.subprocess
 def test_shipped_yamls_are_current_and_valid():
     proc = subprocess.run([sys.executable, osp.join(ROOT, 'scripts', 'make_options.py'), '--method', 'mipkd',
                            '--check'], capture_output=True, text=True)

@@ -10,18 +10,15 @@ from basicsr.utils.registry import MODEL_REGISTRY
 import kdsr_plugins
 from kdsr_plugins.core.checkpoints import CheckpointError
 from kdsr_plugins.core.taps import FeatureTaps, TapError
-from kdsr_testutils import build_model_from_opt, edsr, random_batch, save_random_net, train_opt
-
-
-@pytest.fixture
-def teacher_ckpt(tmp_path):
-    return save_random_net(edsr(16, 2), str(tmp_path / 'teacher.pth'), seed=1)
+from kdsr_testutils import build_model_from_opt, edsr, random_batch, save_random_net, swinir, train_opt
 
 
 def kd_model(tmp_path, teacher_ckpt, **kw):
     return build_model_from_opt(train_opt('core', str(tmp_path), teacher_ckpt, **kw), tmp_path)
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_registry_lists_core_names():
     names = kdsr_plugins.registered_names()
     assert 'KDModel' in names['MODEL'] and 'KDModel' in MODEL_REGISTRY
@@ -124,8 +121,7 @@ def test_checkpoint_layouts_load(tmp_path):
     assert raw.keys() == sd.keys()
     with pytest.raises(CheckpointError, match='bare state dict'):
         extract_state_dict(load_checkpoint_file(str(tmp_path / 'raw.pth')), 'params')
-    swin_opt = dict(type='SwinIR', upscale=2, in_chans=3, img_size=8, window_size=4, img_range=1.0, depths=[1],
-                    embed_dim=12, num_heads=[2], mlp_ratio=2, upsampler='pixelshuffle', resi_connection='1conv')
+    swin_opt = swinir(2, img_size=8, upsampler='pixelshuffle')
     swin = build_network(dict(swin_opt))
     torch.save({'params': swin.state_dict()}, tmp_path / 'swinir_release.pth')  # SwinIR release layout
     swin2 = build_network(dict(swin_opt))
@@ -160,9 +156,7 @@ def test_taps_capture_pre_and_post_skip_and_validate_paths():
 
 
 def test_swinir_token_taps_become_maps():
-    net = build_network(dict(type='SwinIR', upscale=2, in_chans=3, img_size=8, window_size=4, img_range=1.0,
-                             depths=[1, 1], embed_dim=12, num_heads=[2, 2], mlp_ratio=2,
-                             upsampler='pixelshuffle', resi_connection='1conv')).eval()
+    net = build_network(swinir(2, depths=(1, 1), img_size=8, upsampler='pixelshuffle')).eval()
     taps = FeatureTaps(net, [0, 'norm', 'conv_after_body'])
     tok = FeatureTaps(net, [1], token_layout='tokens')
     x = torch.rand(2, 3, 8, 12)
@@ -173,9 +167,7 @@ def test_swinir_token_taps_become_maps():
 
 
 def test_swinir_student_validates_any_size(tmp_path, teacher_ckpt):
-    swin = dict(type='SwinIR', upscale=2, in_chans=3, img_size=8, window_size=4, img_range=1.0, depths=[1],
-                embed_dim=12, num_heads=[2], mlp_ratio=2, upsampler='pixelshuffle', resi_connection='1conv')
-    model = kd_model(tmp_path, teacher_ckpt, student=swin)
+    model = kd_model(tmp_path, teacher_ckpt, student=swinir(2, img_size=8, upsampler='pixelshuffle'))
     model.feed_data({'lq': torch.rand(1, 3, 10, 13)})
     model.test()
     assert tuple(model.output.shape) == (1, 3, 20, 26)

@@ -5,14 +5,12 @@ import pytest
 import torch
 from torch import nn
 
-from basicsr.archs.edsr_arch import EDSR
-from basicsr.archs.rcan_arch import RCAN
 from basicsr.archs.srresnet_arch import MSRResNet
-from basicsr.archs.swinir_arch import SwinIR
 
 from kdsr_plugins.core.stage_runners import (EDSRStageRunner, RCANStageRunner, StageContext,
                                               SwinIRStageRunner, build_stage_runner,
                                               feature_channels, num_units, unit_module_path)
+from kdsr_testutils import edsr, rcan, swinir, tiny_net
 
 TOL = 1e-6
 
@@ -21,18 +19,15 @@ pytestmark = pytest.mark.usefixtures('single_thread')
 
 
 def _edsr(scale=2, num_feat=8, num_block=4):
-    return EDSR(3, 3, num_feat=num_feat, num_block=num_block, upscale=scale)
+    return tiny_net(edsr(num_feat, num_block, scale), seed=None)
 
 
 def _rcan(scale=3, num_feat=16, num_group=3):
-    return RCAN(3, 3, num_feat=num_feat, num_group=num_group, num_block=2, squeeze_factor=4,
-                upscale=scale)
+    return tiny_net(rcan(num_feat, num_group, 2, scale), seed=None)
 
 
 def _swinir(upsampler='pixelshuffle', scale=2, embed_dim=12, depths=(2, 2, 2), **kw):
-    return SwinIR(img_size=16, patch_size=1, in_chans=3, embed_dim=embed_dim, depths=list(depths),
-                  num_heads=[2] * len(depths), window_size=4, mlp_ratio=2, upscale=scale,
-                  img_range=1., upsampler=upsampler, resi_connection='1conv', **kw)
+    return tiny_net(swinir(scale, embed_dim, depths, upsampler=upsampler, **kw), seed=None)
 
 
 def _make(name):
@@ -48,10 +43,8 @@ def _make(name):
         'swinir_psd_x4': lambda: _swinir('pixelshuffledirect', 4),
         # variants: absolute pos-embed, no patch norm, 3conv residual connections
         'swinir_ps_ape': lambda: _swinir('pixelshuffle', 2, ape=True),
-        'swinir_psd_nonorm_3conv': lambda: SwinIR(
-            img_size=16, embed_dim=12, depths=[2, 2, 2], num_heads=[2, 2, 2], window_size=4,
-            mlp_ratio=2, upscale=2, upsampler='pixelshuffledirect', patch_norm=False,
-            resi_connection='3conv'),
+        'swinir_psd_nonorm_3conv': lambda: _swinir('pixelshuffledirect', 2, patch_norm=False,
+                                                   resi_connection='3conv'),
     }[name]()
     _perturb(net)
     return net.eval()
@@ -379,8 +372,7 @@ def test_unsupported_arch():
 
 @pytest.mark.parametrize('upsampler', ['', 'nearest+conv'])
 def test_unsupported_upsampler(upsampler):
-    net = SwinIR(img_size=16, embed_dim=12, depths=[2], num_heads=[2], window_size=4,
-                 mlp_ratio=2, upscale=4, upsampler=upsampler)
+    net = _swinir(upsampler, 4, depths=(2,))
     with pytest.raises(NotImplementedError, match="pixelshuffle.*pixelshuffledirect"):
         build_stage_runner(net, [0])
 

@@ -254,6 +254,7 @@ def table_row(table: str, label: str) -> list[str]:
     return [c.strip() for c in rows[0].strip('|').split('|')]
 
 
+@pytest.mark.slow
 def test_build_report_table_and_pictures(fake_runs):
     root = fake_runs
     out = str(root / 'report')

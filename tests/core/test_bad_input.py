@@ -1,7 +1,8 @@
 """Bad-input catalogue: entries not covered next to their feature (see docs/guarantees.md for the rest).
 
 Each case checks that the run stops early with a message naming the problem and the fix: unknown
-registry names, LMDB layout and pairing problems, GT images smaller than ``gt_size``, SwinIR
+registry names in a training YAML (the registry message itself: tests/compat/test_patches.py),
+LMDB layout and pairing problems, GT images smaller than ``gt_size``, SwinIR
 patch sizes, a student whose scale differs from the run's, a resume state of another model,
 non-finite losses or weights (the last good checkpoint is kept and resuming from it works), and
 untrusted or corrupt checkpoint and state files (``weights_only`` loading: no code runs).
@@ -15,65 +16,18 @@ import shutil
 
 import pytest
 import torch
-from basicsr.archs import build_network
 from basicsr.data import build_dataset
-from basicsr.losses import build_loss
-from basicsr.models import build_model
 
 from kdsr_plugins.core.kd_model import KDModel
 from kdsr_plugins.core.checkpoints import CheckpointError
 from kdsr_plugins.core.dataset_checks import DatasetOptionError
 from kdsr_testutils import (build_model_from_opt, edsr, experiment_dir, list_states, model_file, run_train,
-                            save_random_net, train_opt, write_yaml)
+                            save_random_net, short_run, swinir, train_opt)
 
-SWINIR_W8 = dict(type='SwinIR', upscale=2, in_chans=3, img_size=16, window_size=8, img_range=1.0, depths=[1],
-                 embed_dim=12, num_heads=[2], mlp_ratio=2, upsampler='pixelshuffledirect', resi_connection='1conv')
-
-
-@pytest.fixture
-def teacher_ckpt(tmp_path):
-    return save_random_net(edsr(16, 2), str(tmp_path / 'teacher.pth'), seed=1)
-
-
-def run_yaml(yml: str, root) -> None:
-    """BasicSR's ``train_pipeline`` on an option file as written (no re-serialisation)."""
-    import sys
-
-    from basicsr.train import train_pipeline
-
-    argv, sys.argv = sys.argv, ['kdsr_train', '-opt', yml]
-    try:
-        train_pipeline(str(root))
-    finally:
-        sys.argv = argv
-
-
-def short_run(data_root: str, teacher: str, name: str, **kw) -> dict:
-    """A 4-iteration KD run (checkpoint every 2) without validation."""
-    opt = train_opt(name, data_root, teacher, total_iter=kw.pop('total_iter', 4), **kw)
-    del opt['val'], opt['datasets']['val']
-    return opt
+SWINIR_W8 = swinir(2, window_size=8)
 
 
 # ------------------------------------------------------------------------------ registry names
-@pytest.mark.parametrize('what, build, name, suggestion', [
-    ('model', lambda n: build_model({'model_type': n}), 'KDModle', 'KDModel'),
-    ('arch', lambda n: build_network({'type': n}), 'edsr', 'EDSR'),
-    ('loss', lambda n: build_loss({'type': n}), 'KDFitnetLoss', 'KDFitNetLoss'),
-    ('dataset', lambda n: build_dataset({'type': n, 'phase': 'train', 'name': 'x'}), 'PairedImageDatset',
-     'PairedImageDataset'),
-])
-def test_unknown_registry_name_lists_close_matches_and_registered_names(what, build, name, suggestion):
-    with pytest.raises(KeyError) as info:
-        build(name)
-    message = str(info.value)
-    assert message.startswith(f"No object named '{name}' found in '{what}' registry!")  # BasicSR's own words first
-    assert f'Did you mean: {suggestion}' in message
-    assert 'Registered: ' in message and 'import kdsr_plugins' in message
-    if what == 'model':
-        assert '(from kdsr_plugins: DUKDModel, FeatureKDModel, KDModel, ' in message
-
-
 def test_unknown_names_in_a_training_yaml_stop_before_training(workdir, demo_data, teacher_ckpt):
     opt = short_run(demo_data, teacher_ckpt, 'bad_loss', kd_opt={'type': 'L1loss', 'loss_weight': 1.0})
     with pytest.raises(KeyError, match="No object named 'L1loss' found in 'loss' registry!\n  Did you mean: L1Loss"):
@@ -266,23 +220,3 @@ def test_checkpoints_and_states_are_loaded_weights_only(workdir, demo_data, teac
     os.remove(osp.join(states, '4.state'))
     run_train(short_run(demo_data, teacher_ckpt, name), workdir, '--auto_resume')
     assert list_states(workdir, name) == ['2.state', '4.state']
-
-
-def test_option_yaml_cannot_run_code(workdir, demo_data, teacher_ckpt):
-    """BasicSR reads options with PyYAML's full loader; the plugin switches it to the safe one."""
-    import yaml
-
-    evidence = str(workdir / 'code_ran')
-    yml = write_yaml(short_run(demo_data, teacher_ckpt, 'evil_yaml'), str(workdir / 'evil.yml'))
-    with open(yml, 'a') as f:
-        f.write(f'payload: !!python/object/apply:os.makedirs [{evidence!r}]\n')
-    with pytest.raises(yaml.constructor.ConstructorError, match='python/object/apply:os.makedirs'):
-        run_yaml(yml, workdir)
-    assert not osp.exists(evidence)
-    with open(yml) as f:  # standard tags still work
-        text = f.read().replace(f'payload: !!python/object/apply:os.makedirs [{evidence!r}]\n', '')
-    assert 'lr: 0.0002' in text
-    with open(yml, 'w') as f:
-        f.write(text.replace('lr: 0.0002', 'lr: !!float 2e-4'))
-    run_yaml(yml, workdir)
-    assert list_states(workdir, 'evil_yaml') == ['2.state', '4.state']

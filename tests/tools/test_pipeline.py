@@ -6,13 +6,13 @@ import os.path as osp
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from kdsr_plugins.core.kd_model import KDModel
 from kdsr_testutils import (run_ddp_check, edsr, experiment_dir, list_states, model_file, run_train, save_random_net,
                             train_opt, write_yaml)
 
-TESTS_DIR = osp.dirname(osp.abspath(__file__))
 
 
 def kd_opt(workdir, demo_data, name, **kw):
@@ -20,6 +20,8 @@ def kd_opt(workdir, demo_data, name, **kw):
     return train_opt(name, demo_data, ckpt, **kw)
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_train_then_test_pipeline(workdir, demo_data):
     opt = kd_opt(workdir, demo_data, 'kd_pipeline', total_iter=4, val_freq=4)
     yml = write_yaml(opt, str(workdir / 'kd_pipeline.yml'))
@@ -48,6 +50,7 @@ def test_train_then_test_pipeline(workdir, demo_data):
     assert '# psnr:' in test_log
 
 
+@pytest.mark.slow
 def test_resume_restores_saved_state_then_completes(workdir, demo_data, monkeypatch):
     name = 'kd_resume'
     run_train(kd_opt(workdir, demo_data, name, total_iter=2), workdir)
@@ -81,6 +84,9 @@ def test_resume_restores_saved_state_then_completes(workdir, demo_data, monkeypa
     assert osp.isfile(model_file(workdir, name, 'net_g', 'latest'))
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
+@pytest.mark.ddp
 def test_ddp_two_process_cpu_identical_parameters(workdir, demo_data):
     opt = kd_opt(workdir, demo_data, 'kd_ddp', total_iter=3, save_freq=100)
     result = run_ddp_check(opt, workdir)
@@ -89,6 +95,7 @@ def test_ddp_two_process_cpu_identical_parameters(workdir, demo_data):
     assert 'l_kd' in result['log']
 
 
+@pytest.mark.slow
 def test_resume_is_bit_exact_with_an_uninterrupted_run(workdir, demo_data):
     """8 train images, batch 2: 4 iterations per epoch; interrupt mid-epoch (iteration 3) and resume."""
     ckpt = save_random_net(edsr(16, 2), str(workdir / 'teacher.pth'), seed=1)

@@ -8,13 +8,8 @@ import torch
 from basicsr.archs import build_network
 
 from kdsr_plugins.core.rcan_convert import convert_rcan_state_dict
+from kdsr_testutils import ROOT, rcan
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-
-
-def rcan(scale):
-    return dict(type='RCAN', num_in_ch=3, num_out_ch=3, num_feat=16, num_group=2, num_block=2, squeeze_factor=4,
-                upscale=scale, res_scale=1, img_range=255.0, rgb_mean=[0.4488, 0.4371, 0.4040])
 
 
 def official_state(scale, num_group=2, num_block=2, feat=16, seed=0):
@@ -41,7 +36,7 @@ def official_state(scale, num_group=2, num_block=2, feat=16, seed=0):
 
 @pytest.mark.parametrize('scale', [2, 3, 4])
 def test_conversion_maps_every_key_and_loads_strictly(scale):
-    net = build_network(rcan(scale))
+    net = build_network(rcan(16, 2, 2, scale))
     official = official_state(scale)
     state = convert_rcan_state_dict(official, net)
     net.load_state_dict(state, strict=True)
@@ -54,7 +49,7 @@ def test_conversion_maps_every_key_and_loads_strictly(scale):
 
 
 def test_missing_or_extra_keys_fail():
-    net = build_network(rcan(4))
+    net = build_network(rcan(16, 2, 2, 4))
     official = official_state(4)
     del official['body.1.body.0.body.2.weight']
     with pytest.raises(KeyError, match='missing'):
@@ -63,6 +58,8 @@ def test_missing_or_extra_keys_fail():
         convert_rcan_state_dict(official_state(4, feat=8), net)
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_cli_writes_basicsr_layout_and_refuses_overwrite(tmp_path):
     src, dst = tmp_path / 'RCAN_BIX2.pt', tmp_path / 'rcan_basicsr.pth'
     torch.save(official_state(2), src)

@@ -18,6 +18,7 @@ from kdsr_plugins.methods.mtkd.dct import (block_dct_2d, block_idct_2d, dct_2d, 
                                     pad_to_multiple)
 from kdsr_plugins.methods.mtkd.haar import haar_dwt, haar_dwt2d, haar_idwt, haar_idwt2d
 from kdsr_plugins.methods.mtkd.public_checkpoint import convert_public_mtkd_aggregator
+from kdsr_testutils import aggregator, tiny_net
 
 
 def _gen(seed=0):
@@ -269,17 +270,11 @@ def test_dct_and_fft_loss_values():
 
 # ------------------------------------------------------------------------------------- aggregator
 def _tiny_opt(num_teachers=3, upscale=4, **kw):
-    opt = dict(type='MTKDDCTSwin', num_teachers=num_teachers, upscale=upscale, img_size=32, window_size=4,
-               embed_dim=12, depths=[2, 2], num_heads=[2, 2], mlp_ratio=2, num_feat=8)
-    opt.update(kw)
-    return opt
+    return aggregator(num_teachers, upscale, depths=(2, 2), **kw)
 
 
 def _tiny(**kw):
-    opt = _tiny_opt(**kw)
-    opt.pop('type')
-    torch.manual_seed(0)
-    return MTKDDCTSwin(**opt)
+    return tiny_net(_tiny_opt(**kw), seed=0)
 
 
 def test_registry_and_build_network():

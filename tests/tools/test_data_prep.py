@@ -210,6 +210,7 @@ def test_div2k_subimages_and_lmdb(div2k_root, tmp_path):
         prepare_div2k(div2k_root, tmp_path / 'out', scales=(2, 4), progress=False)
 
 
+@pytest.mark.subprocess
 def test_div2k_small_crops_multiprocess(div2k_root, tmp_path):
     out = prepare_div2k(div2k_root, tmp_path / 'o', scales=(4,), crop_size=240, step=120, n_thread=2,
                         make_lmdb=False, progress=False)

@@ -16,10 +16,10 @@ from kdsr_plugins.methods.dukd.dukd_model import DUKDModel
 from kdsr_plugins.methods.dukd.options import DUKDOptions
 from kdsr_plugins.methods.dukd.invertible_aug import AugPlan, all_subsets
 from kdsr_plugins.core.teachers import parse_teacher_specs
-from kdsr_testutils import (reference_augment, run_ddp_check, build_model_from_opt, edsr, model_file, random_batch, run_train, save_random_net,
+from kdsr_testutils import (ROOT, reference_augment, run_ddp_check, build_model_from_opt, edsr, model_file, random_batch, run_train, save_random_net,
                             train_opt)
+from kdsr_testutils import swinir as tiny_swinir
 
-TESTS_DIR = osp.dirname(osp.abspath(__file__))
 SUBSETS = list(all_subsets())
 W_PIX, W_KD = 5.0, 0.5
 
@@ -71,9 +71,8 @@ def fixed_plans(offsets):
 # ---------------------------------------------------------------------------------------------
 
 def swinir(scale, embed_dim=12, depths=(1,), window=8, img_size=16, drop_path_rate=0.1, upsampler='pixelshuffle'):
-    return dict(type='SwinIR', upscale=scale, in_chans=3, img_size=img_size, window_size=window, img_range=1.0,
-                depths=list(depths), embed_dim=embed_dim, num_heads=[2] * len(depths), mlp_ratio=2,
-                upsampler=upsampler, resi_connection='1conv', drop_path_rate=drop_path_rate)
+    """The shared tiny SwinIR with DUKD's defaults here: window 8, stochastic depth 0.1."""
+    return tiny_swinir(scale, embed_dim, depths, window, img_size, upsampler, drop_path_rate=drop_path_rate)
 
 
 def dukd_opt(root, scale=2, dukd=None, noisy=None, teacher=None, student=None, gt_size=None, data_root=None,
@@ -388,6 +387,9 @@ def test_train_pipeline_swinir_student_validates_non_window_multiple(workdir, de
     assert osp.isfile(model_file(workdir, 'dukd_swinir_x4', 'net_g', 'latest'))
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
+@pytest.mark.ddp
 def test_ddp_two_process_cpu_identical_parameters(workdir, demo_data):
     """Default single step; the student wrapper runs 3 times per backward (all groups consistent)."""
     name = 'dukd_ddp'
@@ -416,7 +418,7 @@ PUBLIC = {('edsr', 2): (5.0, 1.0, 2, True, 0.3), ('edsr', 3): (5.0, 1.0, 1, True
 
 
 def test_shipped_yamls_match_public_configs():
-    root = osp.dirname(TESTS_DIR)
+    root = ROOT
     files = sorted(glob.glob(osp.join(root, 'options', 'train', 'DUKD', 'train_DUKD_*.yml')))
     assert len(files) == 18
     for path in files:

@@ -17,30 +17,22 @@ import glob
 import json
 import os
 import os.path as osp
-import socket
 import subprocess
 import sys
 
 import pytest
 
-from kdsr_testutils import edsr, experiment_dir, save_random_net, train_opt, write_yaml
+from kdsr_testutils import (TESTS_DIR, aggregator, edsr, experiment_dir, free_port, save_random_net, swinir, train_opt,
+                            write_yaml)
 
-TESTS_DIR = osp.dirname(osp.abspath(__file__))
 SCALE = 2
-
-
-def free_port() -> str:
-    """A free local port for the rendezvous (other suites may run DDP tests at the same time)."""
-    with socket.socket() as sock:
-        sock.bind(('127.0.0.1', 0))
-        return str(sock.getsockname()[1])
 
 
 def torchrun_check(opt: dict, workdir) -> dict:
     """Train ``opt`` with 2 processes under torchrun and return ``ddp_hardening_check.py``'s report."""
     yml = write_yaml(opt, str(workdir / f'{opt["name"]}.yml'))
     out = str(workdir / f'{opt["name"]}.json')
-    cmd = [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2', '--master_port', free_port(),
+    cmd = [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2', '--master_port', str(free_port()),
            osp.join(TESTS_DIR, 'ddp_hardening_check.py'), '-opt', yml, '--launcher', 'pytorch', '--out', out]
     proc = subprocess.run(cmd, cwd=workdir, env=dict(os.environ, OMP_NUM_THREADS='1'), capture_output=True,
                           text=True, timeout=300)
@@ -51,17 +43,17 @@ def torchrun_check(opt: dict, workdir) -> dict:
     return result
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
+@pytest.mark.ddp
 def test_ddp_mtkd_aggregator_identical_ranks_reduced_logs_single_validation(workdir, demo_data):
-    swinir = dict(type='SwinIR', upscale=SCALE, in_chans=3, img_size=16, window_size=4, img_range=1.0, depths=[1],
-                  embed_dim=12, num_heads=[2], mlp_ratio=2, upsampler='pixelshuffledirect', resi_connection='1conv')
-    aggregator = dict(type='MTKDDCTSwin', num_teachers=2, upscale=SCALE, img_size=32, window_size=4, embed_dim=12,
-                      depths=[1], num_heads=[2], mlp_ratio=2, num_feat=8)
+    swin = swinir(SCALE)
     name = 'mtkd_s1_ddp'
     opt = train_opt(name, demo_data, None, model_type='MTKDAggregatorModel', scale=SCALE, total_iter=3,
-                    student=aggregator, ema=0, save_freq=100, val_freq=2)
+                    student=aggregator(2, SCALE), ema=0, save_freq=100, val_freq=2)
     opt['teachers'] = [
         {'name': 'edsr', 'network': edsr(8, 1), 'pretrain': save_random_net(edsr(8, 1), str(workdir / 'e.pth'), 1)},
-        {'name': 'swinir', 'network': swinir, 'pretrain': save_random_net(swinir, str(workdir / 's.pth'), 2)}]
+        {'name': 'swinir', 'network': swin, 'pretrain': save_random_net(swin, str(workdir / 's.pth'), 2)}]
     del opt['train']['kd_opt']
     result = torchrun_check(opt, workdir)
 

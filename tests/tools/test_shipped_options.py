@@ -9,8 +9,8 @@ import yaml
 from basicsr.archs import build_network
 from basicsr.utils.options import ordered_yaml
 from basicsr.utils.registry import ARCH_REGISTRY, DATASET_REGISTRY, LOSS_REGISTRY, MODEL_REGISTRY
+from kdsr_testutils import ROOT
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 YAMLS = sorted(glob.glob(osp.join(ROOT, 'options', '**', '*.yml'), recursive=True))
 
 
@@ -30,6 +30,7 @@ def loss_types(block):
             yield from loss_types(value)
 
 
+@pytest.mark.subprocess
 def test_yamls_match_generator():
     proc = subprocess.run([sys.executable, osp.join(ROOT, 'scripts', 'make_options.py'), '--check'],
                           capture_output=True, text=True)
@@ -63,6 +64,7 @@ def test_yaml_names_registered_classes_and_paper_metrics(path):
         assert metric['test_y_channel'] is True and metric['crop_border'] == opt['scale']
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('family', ['EDSR', 'RCAN', 'SwinIR'])
 def test_paper_pair_networks_build_with_expected_sizes(family):
     opt = load(osp.join(ROOT, 'options', 'train', 'KD', f'train_KD_{family}_x4' + {

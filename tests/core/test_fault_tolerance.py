@@ -28,16 +28,16 @@ from typing import Any
 
 import pytest
 import torch
-from basicsr.archs import build_network
 
 from kdsr_plugins.compat import find_latest_state
 from kdsr_plugins.core.checkpoints import load_training_state_file
-from kdsr_testutils import edsr, experiment_dir, model_file, run_train, save_random_net, train_opt, write_yaml
+from kdsr_testutils import (TESTS_DIR, aggregator, edsr, experiment_dir, model_file, run_train, swinir, train_opt,
+                            write_yaml)
 
-TESTS_DIR = osp.dirname(osp.abspath(__file__))
 FAULT_TRAIN = osp.join(TESTS_DIR, 'fault_train.py')
 SEED = int(os.environ.get('KDSR_FAULT_SEED', '0'))
 SCALE, TOTAL, SAVE = 2, 6, 2
+pytestmark = [pytest.mark.slow, pytest.mark.subprocess]  # every case trains in killed and resumed subprocesses
 MODELS = ('KDModel', 'FeatureKDModel', 'DUKDModel', 'MiPKDModel', 'MTKDAggregatorModel', 'MTKDStudentModel')
 WITH_AUX = ('FeatureKDModel', 'MiPKDModel')
 TIMEOUT = 300
@@ -45,28 +45,19 @@ TIMEOUT = 300
 
 # ----------------------------------------------------------------------------------- option dicts
 def swinir_tiny() -> dict:
-    return dict(type='SwinIR', upscale=SCALE, in_chans=3, img_size=16, window_size=4, img_range=1.0, depths=[1],
-                embed_dim=12, num_heads=[2], mlp_ratio=2, upsampler='pixelshuffledirect', resi_connection='1conv')
+    return swinir(SCALE)
 
 
 def aggregator_net() -> dict:
-    return dict(type='MTKDDCTSwin', num_teachers=2, upscale=SCALE, img_size=32, window_size=4, embed_dim=12,
-                depths=[1], num_heads=[2], mlp_ratio=2, num_feat=8)
+    return aggregator(2, SCALE)
 
 
 @pytest.fixture(scope='module')
-def ckpts(tmp_path_factory) -> dict[str, str]:
+def ckpts(random_ckpt) -> dict[str, str]:
     """Random-weight teachers (and a stage-1 aggregator) saved BasicSR-style."""
-    root = tmp_path_factory.mktemp('fault_teachers')
-    paths = {'edsr16': save_random_net(edsr(16, 2), str(root / 'edsr16.pth'), seed=1),
-             'edsr16b4': save_random_net(edsr(16, 4), str(root / 'edsr16b4.pth'), seed=2),
-             'edsr8': save_random_net(edsr(8, 1), str(root / 'edsr8.pth'), seed=3),
-             'swinir': save_random_net(swinir_tiny(), str(root / 'swinir.pth'), seed=4)}
-    torch.manual_seed(5)
-    agg = build_network(aggregator_net())
-    paths['aggregator'] = str(root / 'aggregator.pth')
-    torch.save({'params': agg.state_dict()}, paths['aggregator'])
-    return paths
+    return {'edsr16': random_ckpt(edsr(16, 2), seed=1), 'edsr16b4': random_ckpt(edsr(16, 4), seed=2),
+            'edsr8': random_ckpt(edsr(8, 1), seed=3), 'swinir': random_ckpt(swinir_tiny(), seed=4),
+            'aggregator': random_ckpt(aggregator_net(), seed=5)}
 
 
 def model_opt(model: str, name: str, data_root: str, ckpts: dict[str, str]) -> dict:

@@ -18,11 +18,9 @@ from basicsr.utils.registry import MODEL_REGISTRY
 from kdsr_plugins.methods.feature_kd.feature_kd_model import FeatureKDModel, parse_feature_kd_options
 from kdsr_plugins.core.checkpoints import CheckpointError
 from kdsr_plugins.core.taps import TapError
-from kdsr_testutils import (run_ddp_check, build_model_from_opt, edsr, experiment_dir, model_file, random_batch, run_train,
+from kdsr_testutils import (ROOT, run_ddp_check, build_model_from_opt, edsr, experiment_dir, model_file, random_batch, run_train,
                             save_random_net, train_opt, write_yaml)
 
-TESTS_DIR = osp.dirname(osp.abspath(__file__))
-ROOT = osp.dirname(TESTS_DIR)
 TAPS = ['conv_first', 0, 1, 'conv_after_body']
 LOSSES = {
     'fitnet': {'type': 'KDFitNetLoss', 'loss_weight': 10.0, 'distance': 'l1'},
@@ -30,11 +28,6 @@ LOSSES = {
     'fakd': {'type': 'KDAffinityLoss', 'loss_weight': 10.0},
     'rkd': {'type': 'KDRelationLoss', 'loss_weight': 1.0},
 }
-
-
-@pytest.fixture
-def teacher_ckpt(tmp_path):
-    return save_random_net(edsr(16, 2), str(tmp_path / 'teacher.pth'), seed=1)
 
 
 def fkd_opt(data_root, ckpt, loss='fitnet', name='fkd', taps_t=TAPS, taps_s=TAPS, adapter=None, **kw):
@@ -152,6 +145,7 @@ def test_l_feat_equals_loss_on_hand_captured_features(tmp_path, teacher_ckpt, lo
     assert losses['l_feat'].requires_grad
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('loss', list(LOSSES))
 def test_gradients_reach_student_and_adapter_never_teacher(tmp_path, teacher_ckpt, loss):
     model = build(tmp_path, fkd_opt(tmp_path, teacher_ckpt, loss))
@@ -171,6 +165,7 @@ def test_gradients_reach_student_and_adapter_never_teacher(tmp_path, teacher_ckp
     assert model.log_dict['l_feat'] == pytest.approx(sum(model.log_dict[f'l_feat_{i}'] for i in range(4)), rel=1e-5)
 
 
+@pytest.mark.slow
 def test_list_form_terms_are_logged_separately(tmp_path, teacher_ckpt):
     terms = [{'positions_t': TAPS, 'positions_s': TAPS, 'loss': LOSSES['fitnet']},
              {'name': 'attn', 'positions': ['conv_first', 'conv_after_body'], 'loss': LOSSES['at']}]
@@ -303,6 +298,8 @@ def _narrow(net_opt):
     return net_opt
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_shipped_yamls_are_current_and_build(tmp_path):
     proc = subprocess.run([sys.executable, 'scripts/make_options.py', '--method', 'feature_kd', '--check'],
                           cwd=ROOT, capture_output=True, text=True)
@@ -362,6 +359,7 @@ def basicsr_log():
     logger.setLevel(level)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('loss', list(LOSSES))
 def test_short_training_run(workdir, demo_data, teacher_ckpt, basicsr_log, loss):
     name = f'fkd_run_{loss}'
@@ -384,6 +382,7 @@ def test_short_training_run(workdir, demo_data, teacher_ckpt, basicsr_log, loss)
         assert models == ['net_g_3.pth', 'net_g_latest.pth']
 
 
+@pytest.mark.slow
 def test_fitnet_resume_restores_adapters_and_refuses_without_them(workdir, demo_data, teacher_ckpt, monkeypatch):
     name = 'fkd_resume'
     run_train(fkd_opt(demo_data, teacher_ckpt, name=name, total_iter=2), workdir)
@@ -405,6 +404,9 @@ def test_fitnet_resume_restores_adapters_and_refuses_without_them(workdir, demo_
         run_train(fkd_opt(demo_data, teacher_ckpt, name=name, total_iter=6), workdir, '--auto_resume')
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
+@pytest.mark.ddp
 def test_ddp_two_process_fitnet_identical_student_and_adapters(workdir, demo_data, teacher_ckpt):
     opt = fkd_opt(demo_data, teacher_ckpt, name='fkd_ddp', total_iter=3, save_freq=100)
     result = run_ddp_check(opt, workdir)
