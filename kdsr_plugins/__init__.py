@@ -13,7 +13,10 @@ import basicsr  # noqa: E402,F401  (must follow the shims)
 
 compat.apply_runtime_patches()
 
+from kdsr_plugins.core.pipeline_hooks import install_pipeline_hooks  # noqa: E402
 from kdsr_plugins.registration import import_registered_modules, registered_names  # noqa: E402
+
+install_pipeline_hooks()
 
 import_registered_modules()
 

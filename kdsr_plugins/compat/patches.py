@@ -1,22 +1,13 @@
 """Runtime patches of BasicSR 1.4.2 functions that are unsafe on CPU, under ``torchrun`` or with untrusted files.
 
 * resume-state loading (R1): ``weights_only`` loading, CPU-safe device mapping, frozen networks
-  excluded from ``check_resume``, and a hand-over to the exact-resume prefetcher
-  (``kdsr_plugins.core.resume``);
+  excluded from ``check_resume``; hook lists (``BEFORE_RESUME_LOOKUP``, ``AFTER_RESUME_LOAD``,
+  ``STATE_FILE_LOADER``) let the KD core add its exact resume without this module importing it;
 * distributed initialisation (R2): gloo without CUDA, nccl with it;
-* the train prefetchers' end-of-iteration SIGTERM check (``kdsr_plugins.core.preemption``);
-  stale ``*.tmp<pid>`` checkpoint files removed when the resume state is looked up;
 * option files parsed with PyYAML's safe loader (BasicSR uses the full one, which runs code);
-* clearer errors: unknown registry names list close matches and the registered names
-  (``Registry.get``), and dataset blocks are validated before BasicSR builds them
-  (``build_dataset``, see ``kdsr_plugins.core.dataset_checks``);
-* every option block checked at start-up (``parse_options``, see ``kdsr_plugins.core.option_checks``
-  and docs/options.md), before BasicSR creates or archives any experiment folder.
-  (``build_dataset``, see ``kdsr_plugins.core.dataset_checks``); an image that does not decode
-  names its LMDB key or file (``imfrombytes``, ``FileClient.get``);
-* start-up order (``kdsr_plugins.core.startup``): pre-flight checks right after ``parse_options``,
-  before any folder is made; ``mkdir_and_rename`` journaled so that a refused start is undone;
-  start-up ends when the training loop's ``MessageLogger`` (train) or the model (test) exists.
+* clearer errors: unknown registry names list close matches and the registered names (``Registry.get``).
+
+This module imports nothing else from ``kdsr_plugins``; docs/core.md, "Compatibility fixes (R1–R4)".
 """
 from __future__ import annotations
 
@@ -28,6 +19,18 @@ from typing import Any
 import torch
 
 _PATCHED = False
+
+
+def _load_state_weights_only(path: str, map_location: Any) -> Any:
+    return torch.load(path, map_location=map_location, weights_only=True)
+
+
+#: How ``load_resume_state`` reads a training state (one entry; replaceable, weights-only by default).
+STATE_FILE_LOADER: list[Any] = [_load_state_weights_only]
+#: Callables ``hook(opt)`` run (rank 0 and others) before the resume state is looked up.
+BEFORE_RESUME_LOOKUP: list[Any] = []
+#: Callables ``hook(resume_state, opt)`` run after a resume state was loaded and checked.
+AFTER_RESUME_LOAD: list[Any] = []
 
 
 def frozen_network_keys(opt: dict) -> list[str]:
@@ -57,15 +60,8 @@ def load_resume_state(opt: dict) -> dict | None:
     """
     from basicsr.utils import check_resume
 
-    if opt.get('rank', 0) == 0:  # leftovers of killed atomic writes (docs/guarantees.md, preemption section)
-        from kdsr_plugins.core.preemption import remove_stale_temp_files
-        root = opt.get('root_path', os.getcwd())
-        exp = osp.join(root, 'experiments', opt['name'])
-        folders = {opt['path'].get('models'), opt['path'].get('training_states'), osp.join(exp, 'models'),
-                   osp.join(exp, 'training_states')}
-        if opt['path'].get('resume_state'):
-            folders.add(osp.dirname(osp.abspath(opt['path']['resume_state'])))
-        remove_stale_temp_files(sorted(f for f in folders if f))
+    for hook in BEFORE_RESUME_LOOKUP:
+        hook(opt)
 
     resume_state_path = None
     if opt.get('auto_resume'):
@@ -84,8 +80,7 @@ def load_resume_state(opt: dict) -> dict | None:
         device = torch.device('cuda', torch.cuda.current_device())
     else:
         device = torch.device('cpu')
-    from kdsr_plugins.core.checkpoints import load_training_state_file
-    resume_state = load_training_state_file(resume_state_path, device)  # weights_only: no code runs on load
+    resume_state = STATE_FILE_LOADER[0](resume_state_path, device)  # weights_only: no code runs on load
 
     ignore = opt['path'].get('ignore_resume_networks') or []
     if isinstance(ignore, str):
@@ -96,8 +91,8 @@ def load_resume_state(opt: dict) -> dict | None:
             ignore.append(key)
     opt['path']['ignore_resume_networks'] = ignore
     check_resume(opt, resume_state['iter'])
-    from kdsr_plugins.core.resume import schedule_resume
-    schedule_resume(resume_state, rank=int(opt.get('rank', 0)), world_size=int(opt.get('world_size', 1)))
+    for hook in AFTER_RESUME_LOAD:
+        hook(resume_state, opt)
     return resume_state
 
 
@@ -199,118 +194,23 @@ def safe_ordered_yaml() -> tuple[type, type]:
     return OrderedSafeLoader, dumper
 
 
-def _checked_build_dataset(build_dataset: Any) -> Any:
-    """Wrap BasicSR's ``build_dataset`` so paired LMDB blocks are validated first (core.dataset_checks)."""
-    if getattr(build_dataset, '_kdsr_checked', False):
-        return build_dataset
-
-    def checked(dataset_opt: dict) -> Any:
-        from kdsr_plugins.core.dataset_checks import check_dataset_opt
-        check_dataset_opt(dataset_opt)
-        return build_dataset(dataset_opt)
-    checked._kdsr_checked = True
-    checked.__doc__ = build_dataset.__doc__
-    return checked
-
-
-def option_path_from_argv(argv: list[str] | None = None) -> str | None:
-    """The ``-opt`` argument of a BasicSR command line, or None."""
-    import argparse
-    import sys
-
-    parser = argparse.ArgumentParser(add_help=False)
-    parser.add_argument('-opt', type=str, default=None)
-    args, _ = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
-    return args.opt
-
-
-def _checked_parse_options(parse_options: Any) -> Any:
-    """Wrap BasicSR's ``parse_options``: check the option file first, normalise numbers after.
-
-    The file is loaded and checked (``core.option_checks``) before BasicSR's ``parse_options`` runs,
-    so a refused start leaves no experiment folder behind; after it, numbers written as strings
-    (``lr: 1e-4``, also from ``--force_yml``) are coerced in place. Read-but-ignored keys are printed
-    (rank 0) as warnings: BasicSR's logger does not exist yet.
-    """
-    if getattr(parse_options, '_kdsr_checked', False):
-        return parse_options
-
-    def checked(root_path: str, is_train: bool = True) -> Any:
-        import sys
-
-        from kdsr_plugins.core.option_checks import check_num_gpu, check_option_file, load_option_file
-
-        path = option_path_from_argv()
-        warnings: list[str] = []
-        if path is not None:
-            raw = load_option_file(path)
-            warnings = check_option_file(raw, is_train)
-            check_num_gpu(raw)
-        opt, args = parse_options(root_path, is_train)
-        check_option_file(opt, is_train, in_place=True)
-        if opt.get('rank', 0) == 0:
-            for msg in warnings:
-                print(f'Option warning: {msg}', file=sys.stderr, flush=True)
-        return opt, args
-    checked._kdsr_checked = True
-    checked.__doc__ = parse_options.__doc__
-    return checked
-
-
 def apply_runtime_patches() -> None:
-    """Patch BasicSR's module globals used by ``train_pipeline`` / ``parse_options``."""
+    """Patch BasicSR's module globals used by ``train_pipeline`` / ``parse_options`` (fixes only).
+
+    The KD core's own additions to BasicSR's pipeline (option and dataset checks, start-up guards,
+    exact-resume prefetchers) are installed by ``kdsr_plugins.core.pipeline_hooks``.
+    """
     global _PATCHED
     if _PATCHED:
         return
     from basicsr.utils.registry import Registry
 
-    from kdsr_plugins.core.resume import PreemptibleCUDAPrefetcher, ResumablePrefetcher
-
     basicsr_train = importlib.import_module('basicsr.train')
     basicsr_train.load_resume_state = load_resume_state
-    basicsr_train.CPUPrefetcher = ResumablePrefetcher
-    basicsr_train.CUDAPrefetcher = PreemptibleCUDAPrefetcher
     basicsr_options = importlib.import_module('basicsr.utils.options')
     basicsr_options.init_dist = init_dist
     basicsr_options.ordered_yaml = safe_ordered_yaml
     Registry.get = _registry_get
-    for module in ('basicsr.data', 'basicsr.train', 'basicsr.test'):  # each holds its own reference
-        mod = importlib.import_module(module)
-        mod.build_dataset = _checked_build_dataset(mod.build_dataset)
-    for module in ('basicsr.utils.options', 'basicsr.train', 'basicsr.test'):
-        mod = importlib.import_module(module)
-        mod.parse_options = _checked_parse_options(mod.parse_options)
-    _apply_startup_patches(basicsr_train)
-    _apply_decode_patches()
     _PATCHED = True
 
 
-def _apply_startup_patches(basicsr_train: Any) -> None:
-    """Pre-flight after ``parse_options``, journaled folder creation, end-of-start-up markers."""
-    from kdsr_plugins.core import startup
-
-    basicsr_test = importlib.import_module('basicsr.test')
-    for mod in (basicsr_train, basicsr_test):
-        mod.parse_options = startup.checked_parse_options(mod.parse_options)
-    for module in ('basicsr.utils.misc', 'basicsr.utils', 'basicsr.train'):
-        importlib.import_module(module).mkdir_and_rename = startup.mkdir_and_rename
-    basicsr_train.MessageLogger = startup.marking_start(basicsr_train.MessageLogger)
-    basicsr_test.build_model = startup.marking_start(basicsr_test.build_model)
-
-
-def _apply_decode_patches() -> None:
-    """Undecodable images raise ``ImageDecodeError`` naming the LMDB key or file (core.dataset_checks)."""
-    from basicsr.utils.file_client import FileClient
-
-    from kdsr_plugins.core import dataset_checks
-
-    import sys
-
-    from basicsr.utils import img_util
-
-    original = img_util.imfrombytes
-    FileClient.get = dataset_checks.recording_file_client_get(FileClient.get)
-    for name, mod in list(sys.modules.items()):  # every BasicSR module holding its own reference
-        if (name == 'basicsr.utils' or name.startswith('basicsr.data')) and getattr(mod, 'imfrombytes', None) is original:
-            mod.imfrombytes = dataset_checks.imfrombytes
-    img_util.imfrombytes = dataset_checks.imfrombytes
