@@ -64,9 +64,28 @@ def shrink_net(net: dict, lr: int, scale: int) -> dict:
             net['img_size'] = lr
         else:  # the aggregator sees the teachers' SR outputs
             net.update(img_size=lr * scale, num_feat=8)
+    elif kind == 'auto':  # spandrel teacher: a tiny network of the same arch where one exists (tests/spandrel_nets.py)
+        arch = net.get('arch')
+        return {'type': 'auto', 'arch': arch} if arch in TINY_AUTO_ARCHS else {'type': 'auto'}
     else:
         raise ValueError(f'golden losses: no tiny form for arch {kind!r}; add one to shrink_net.')
     return net
+
+
+#: spandrel archs with a tiny form in tests/spandrel_nets.py; other auto teachers get the SPAN stand-in.
+TINY_AUTO_ARCHS = ('HAT', 'SwinIR', 'ESRGAN', 'SPAN')
+
+
+def save_teacher(net_opt: dict, root: str, name: str, seed: int, param_key: str | None, scale: int) -> str:
+    """Seeded random teacher weights: BasicSR archs under ``param_key``, auto teachers as their authors ship them."""
+    if net_opt['type'] == 'auto':
+        import spandrel_nets
+
+        arch = net_opt.get('arch', 'SPAN')
+        folder = osp.join(root, f'teacher_{name}')
+        os.makedirs(folder, exist_ok=True)
+        return spandrel_nets.save_checkpoint(spandrel_nets.tiny_net(arch, scale), folder, arch)
+    return save_net(net_opt, osp.join(root, f'teacher_{name}.pth'), seed, (param_key or 'params',))
 
 
 def save_net(net_opt: dict, path: str, seed: int, keys=('params',), prefix: str = '', extra: dict | None = None) -> str:
@@ -93,13 +112,11 @@ def shrink_options(opt: dict, root: str) -> tuple[dict, dict]:
     seed = 1
     if opt.get('network_t'):
         opt['network_t'] = shrink_net(opt['network_t'], lr, scale)
-        path['pretrain_network_t'] = save_net(opt['network_t'], osp.join(root, 'teacher.pth'), seed,
-                                              (path.get('param_key_t') or 'params',))
+        path['pretrain_network_t'] = save_teacher(opt['network_t'], root, 't', seed, path.get('param_key_t'), scale)
     for entry in opt.get('teachers') or []:
         seed += 1
         entry['network'] = shrink_net(entry['network'], lr, scale)
-        entry['pretrain'] = save_net(entry['network'], osp.join(root, f'teacher_{entry["name"]}.pth'), seed,
-                                     (entry.get('param_key') or 'params',))
+        entry['pretrain'] = save_teacher(entry['network'], root, entry['name'], seed, entry.get('param_key'), scale)
     agg = opt.get('aggregator')
     if agg:
         agg['network'] = shrink_net(agg['network'], lr, scale)
