@@ -201,14 +201,14 @@ def preflight(opt: dict) -> None:
 
 def checked_parse_options(parse_options: Callable[..., tuple[dict, Any]]) -> Callable[..., tuple[dict, Any]]:
     """Wrap BasicSR's ``parse_options`` so that ``preflight`` runs on its result."""
-    if getattr(parse_options, '_kdsr_checked', False):
+    if getattr(parse_options, '_kdsr_preflight', False):
         return parse_options
 
     def wrapper(root_path: str, is_train: bool = True) -> tuple[dict, Any]:
         opt, args = parse_options(root_path, is_train=is_train)
         preflight(opt)
         return opt, args
-    wrapper._kdsr_checked = True  # type: ignore[attr-defined]
+    wrapper._kdsr_preflight = True  # type: ignore[attr-defined]
     wrapper.__doc__ = parse_options.__doc__
     return wrapper
 

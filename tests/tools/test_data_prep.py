@@ -429,7 +429,8 @@ def test_committed_photo_manifest_is_consistent():
     """The committed manifest: >= 30 photos of >= 1 MP from Debian, >= 10 test, disjoint splits by source."""
     from kdsr_plugins.data_prep.photos import load_manifest
 
-    man = load_manifest(osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'scripts', 'photo_manifest.json'))
+    from kdsr_testutils import ROOT
+    man = load_manifest(osp.join(ROOT, 'scripts', 'photo_manifest.json'))
     debs = [p for p in man['photos'] if p['source']['kind'] == 'deb']
     assert len(debs) >= 30 and all(p['source_size'][0] * p['source_size'][1] >= 1_000_000 for p in debs)
     assert sum(p['split'] == 'test' for p in man['photos']) >= 10

@@ -187,7 +187,9 @@ def test_shipped_mtkd_options_are_consistent():
         assert opt['model_type'] in MODEL_REGISTRY and opt['network_g']['type'] in ARCH_REGISTRY, path
         for ds in opt['datasets'].values():
             assert ds['type'] in DATASET_REGISTRY, path
-        if 'teachers' in opt:
+        if 'teachers' in opt and '_auto_' in osp.basename(path):  # spandrel teachers (docs/auto_teachers.md)
+            assert [s.network_opt['type'] for s in parse_teacher_specs(opt)] == ['auto'] * 3, path
+        elif 'teachers' in opt:
             assert [s.name for s in parse_teacher_specs(opt)] == ['edsr', 'swinir', 'rcan'], path
             assert opt['teachers'][1]['network']['img_size'] == 64, path  # SwinIR-M DF2K s64w8
         if 'aggregator' in opt:
