@@ -104,6 +104,7 @@ def test_read_but_ignored_keys_warn():
 
 def test_yaml_number_strings_are_numbers(tmp_path, monkeypatch):
     opt = kd_opt_file()
+    monkeypatch.setattr('kdsr_plugins.core.startup.PREFLIGHT_CHECKS', [])  # files do not exist; numbers only
     opt['train']['optim_g']['lr'] = '1e-4'  # what PyYAML makes of a hand-written lr: 1e-4
     opt['train']['total_iter'] = '5e3'
     opt['train']['scheduler']['milestones'] = ['2e3', 4000]
