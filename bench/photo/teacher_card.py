@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import glob
-import hashlib
 import os
 import os.path as osp
 import re
@@ -42,13 +41,7 @@ from basicsr.data import build_dataset
 from basicsr.metrics import calculate_psnr, calculate_ssim
 from basicsr.utils import tensor2img
 
-
-def sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for chunk in iter(lambda: f.read(1 << 20), b''):
-            h.update(chunk)
-    return h.hexdigest()
+from kdsr_plugins.data_prep.photos import sha256_file
 
 
 def checkpoint_path(exp: str, iteration: int | None) -> tuple[str, bool]:
@@ -143,7 +136,7 @@ def make_card(args: argparse.Namespace) -> dict:
         },
         'best_val': best_val_from_log(args.exp),
         'test': metrics,
-        'data_manifest_sha256': sha256(args.manifest) if osp.isfile(args.manifest) else None,
+        'data_manifest_sha256': sha256_file(args.manifest) if osp.isfile(args.manifest) else None,
         'software': {'torch': str(torch.__version__), 'basicsr': str(basicsr.__version__)},
         'measured': datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%dT%H:%M:%SZ'),
     }
@@ -151,7 +144,7 @@ def make_card(args: argparse.Namespace) -> dict:
     if not args.no_weights:
         wpath = osp.join(args.out, f'{args.name}.pth')
         torch.save({'params': params}, wpath)
-        card['weights'] = {'file': osp.basename(wpath), 'sha256': sha256(wpath), 'bytes': osp.getsize(wpath)}
+        card['weights'] = {'file': osp.basename(wpath), 'sha256': sha256_file(wpath), 'bytes': osp.getsize(wpath)}
     cpath = osp.join(args.out, f'{args.name}.yml')
     with open(cpath, 'w', encoding='utf-8') as f:
         f.write('# Card written by bench/photo/teacher_card.py; test metrics measured, not typed in.\n')
