@@ -69,13 +69,14 @@ def option_path_from_argv(argv: list[str] | None = None) -> str | None:
     return args.opt
 
 
-def _checked_parse_options(parse_options: Any) -> Any:
+def _checked_parse_options(parse_options: Any, preflight: bool = False) -> Any:
     """Wrap BasicSR's ``parse_options``: check the option file first, normalise numbers after.
 
     The file is loaded and checked (``core.option_checks``) before BasicSR's ``parse_options`` runs,
     so a refused start leaves no experiment folder behind; after it, numbers written as strings
     (``lr: 1e-4``, also from ``--force_yml``) are coerced in place. Read-but-ignored keys are printed
-    (rank 0) as warnings: BasicSR's logger does not exist yet.
+    (rank 0) as warnings: BasicSR's logger does not exist yet. With ``preflight`` (the train and test
+    pipelines' references), ``core.startup.preflight`` then runs on the parsed options.
     """
     if getattr(parse_options, '_kdsr_checked', False):
         return parse_options
@@ -94,6 +95,9 @@ def _checked_parse_options(parse_options: Any) -> Any:
         if opt.get('rank', 0) == 0:
             for msg in warnings:
                 print(f'Option warning: {msg}', file=sys.stderr, flush=True)
+        if preflight:
+            from kdsr_plugins.core.startup import preflight as run_preflight
+            run_preflight(opt)
         return opt, args
     checked._kdsr_checked = True
     checked.__doc__ = parse_options.__doc__
@@ -119,19 +123,17 @@ def install_pipeline_hooks() -> None:
         mod.build_dataset = _checked_build_dataset(mod.build_dataset)
     for module in ('basicsr.utils.options', 'basicsr.train', 'basicsr.test'):
         mod = importlib.import_module(module)
-        mod.parse_options = _checked_parse_options(mod.parse_options)
+        mod.parse_options = _checked_parse_options(mod.parse_options, preflight=module != 'basicsr.utils.options')
     _apply_startup_patches(basicsr_train)
     _apply_decode_patches()
     _INSTALLED = True
 
 
 def _apply_startup_patches(basicsr_train: Any) -> None:
-    """Pre-flight after ``parse_options``, journaled folder creation, end-of-start-up markers."""
+    """Journaled folder creation and end-of-start-up markers (pre-flight: ``_checked_parse_options``)."""
     from kdsr_plugins.core import startup
 
     basicsr_test = importlib.import_module('basicsr.test')
-    for mod in (basicsr_train, basicsr_test):
-        mod.parse_options = startup.checked_parse_options(mod.parse_options)
     for module in ('basicsr.utils.misc', 'basicsr.utils', 'basicsr.train'):
         importlib.import_module(module).mkdir_and_rename = startup.mkdir_and_rename
     basicsr_train.MessageLogger = startup.marking_start(basicsr_train.MessageLogger)

@@ -199,20 +199,6 @@ def preflight(opt: dict) -> None:
         print(f'[kdsr] path.{ALLOW_RANDOM_INIT_KEY}: true: network_g keeps its random initialisation.', flush=True)
 
 
-def checked_parse_options(parse_options: Callable[..., tuple[dict, Any]]) -> Callable[..., tuple[dict, Any]]:
-    """Wrap BasicSR's ``parse_options`` so that ``preflight`` runs on its result."""
-    if getattr(parse_options, '_kdsr_preflight', False):
-        return parse_options
-
-    def wrapper(root_path: str, is_train: bool = True) -> tuple[dict, Any]:
-        opt, args = parse_options(root_path, is_train=is_train)
-        preflight(opt)
-        return opt, args
-    wrapper._kdsr_preflight = True  # type: ignore[attr-defined]
-    wrapper.__doc__ = parse_options.__doc__
-    return wrapper
-
-
 def marking_start(factory: Callable[..., Any]) -> Callable[..., Any]:
     """Wrap a callable (BasicSR's ``MessageLogger`` / test ``build_model``) to end start-up once it returns."""
     if getattr(factory, '_kdsr_marks_start', False):
