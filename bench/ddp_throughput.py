@@ -20,6 +20,7 @@ import tempfile
 from copy import deepcopy
 
 import kdsr_plugins  # noqa: F401
+
 import torch
 import yaml
 from basicsr.archs import build_network

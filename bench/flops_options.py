@@ -25,6 +25,7 @@ import tempfile
 from copy import deepcopy
 
 import kdsr_plugins  # noqa: F401  (top level: registers the plugin)
+
 import torch
 import yaml
 from basicsr.archs import build_network

@@ -29,6 +29,7 @@ import time
 from copy import deepcopy
 
 import kdsr_plugins  # noqa: F401
+
 import numpy as np
 import torch
 from basicsr.archs import build_network
@@ -37,11 +38,10 @@ from basicsr.metrics import calculate_psnr
 from basicsr.models import build_model
 from basicsr.utils import tensor2img
 
+from kdsr_plugins.core.arch_info import mirror_pad, pad_multiple
 from kdsr_plugins.core.kd_cached_target_dataset import decode_target, read_cache_meta
 from kdsr_plugins.data_prep.demo import build_demo_dataset
-from kdsr_plugins.core.arch_info import mirror_pad
 from kdsr_plugins.tools.cache_teacher_outputs import cache_teacher_outputs
-from kdsr_plugins.core.arch_info import pad_multiple
 
 SCALE = 4
 RGB_MEAN = [0.4488, 0.4371, 0.4040]

@@ -27,6 +27,7 @@ import sys
 import time
 
 import kdsr_plugins  # noqa: F401  (top level: registers the plugin)
+
 from kdsr_plugins.data_prep.demo import build_demo_dataset
 from kdsr_plugins.demo import config
 from kdsr_plugins.demo.pipeline import ensure_teachers, evaluate, train_and_test

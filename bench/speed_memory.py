@@ -30,12 +30,14 @@ from copy import deepcopy
 from functools import partial
 
 import kdsr_plugins  # noqa: F401  (top level: registers the plugin)
+
 import torch
 from basicsr.archs import build_network
 from basicsr.models import build_model
 from torch.utils.flop_counter import FlopCounterMode
 
-from kdsr_plugins.methods.mipkd.mipkd_mixer_arch import STUDENT as STUDENT_ROUTE, TEACHER as TEACHER_ROUTE
+from kdsr_plugins.methods.mipkd.mipkd_mixer_arch import STUDENT as STUDENT_ROUTE
+from kdsr_plugins.methods.mipkd.mipkd_mixer_arch import TEACHER as TEACHER_ROUTE
 
 SCALE, BATCH, LR_PATCH = 4, 16, 48
 MEAN = [0.4488, 0.4371, 0.4040]

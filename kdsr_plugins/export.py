@@ -25,13 +25,18 @@ import warnings
 from collections.abc import Sequence
 from typing import Any
 
+import kdsr_plugins  # noqa: F401  (registries)
+
 import torch
 from torch import nn
 
-import kdsr_plugins  # noqa: F401  (registries)
 from kdsr_plugins.core.arch_info import pad_multiple
-from kdsr_plugins.core.checkpoints import (CheckpointError, extract_state_dict, load_checkpoint_file,
-                                            load_state_dict_into)
+from kdsr_plugins.core.checkpoints import (
+    CheckpointError,
+    extract_state_dict,
+    load_checkpoint_file,
+    load_state_dict_into,
+)
 
 ONNX_MISSING = ('ONNX export needs the optional packages onnx and onnxruntime: pip install -c constraints.txt '
                 '"kdsr_plugins[onnx]" (or bash install.sh).')

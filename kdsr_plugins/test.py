@@ -11,6 +11,7 @@ with ``network_g`` or the data, and a missing ``path.pretrain_network_g`` unless
 import os
 
 import kdsr_plugins  # noqa: F401  (top level: spawned workers must re-register)
+
 from basicsr.test import test_pipeline
 
 from kdsr_plugins.cli_common import prepare_argv, run_entry

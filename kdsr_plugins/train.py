@@ -18,11 +18,16 @@ import os
 import sys
 
 import kdsr_plugins  # noqa: F401,I001  (first: installs the shims basicsr needs; spawned workers re-register)
+
 from basicsr.train import train_pipeline
 
 from kdsr_plugins.cli_common import prepare_argv, run_entry
-from kdsr_plugins.core.preemption import (TrainingPreempted, finish_distributed, install_sigterm_handler,
-                                          uninstall_sigterm_handler)
+from kdsr_plugins.core.preemption import (
+    TrainingPreempted,
+    finish_distributed,
+    install_sigterm_handler,
+    uninstall_sigterm_handler,
+)
 
 
 def main() -> None:

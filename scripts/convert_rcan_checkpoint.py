@@ -11,6 +11,7 @@ import os.path as osp
 import sys
 
 import kdsr_plugins  # noqa: F401  (top level, as every entry module)
+
 import torch
 from basicsr.archs import build_network
 

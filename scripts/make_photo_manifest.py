@@ -27,8 +27,14 @@ import tempfile
 import cv2
 
 from kdsr_plugins.data_prep.files import write_png
-from kdsr_plugins.data_prep.photos import (READ_FLAGS, load_manifest, process_photo, sha256_file, source_path,
-                                           target_size)
+from kdsr_plugins.data_prep.photos import (
+    READ_FLAGS,
+    load_manifest,
+    process_photo,
+    sha256_file,
+    source_path,
+    target_size,
+)
 
 MAX_PIXELS = 2_000_000
 MOD = 12

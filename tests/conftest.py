@@ -8,10 +8,10 @@ import os
 import os.path as osp
 import sys
 
+import kdsr_plugins  # noqa: F401
+
 import pytest
 import torch
-
-import kdsr_plugins  # noqa: F401
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))  # kdsr_testutils, fault_train, ddp_*_check
 from kdsr_testutils import edsr, save_random_net  # noqa: E402

@@ -20,10 +20,11 @@ import sys
 from typing import Any
 
 import kdsr_plugins  # noqa: F401  (top level, spawned workers re-import this module)
-from ddp_train_check import checksums  # noqa: E402  (same folder: the script directory is on sys.path)
+
 import torch
 import torch.distributed as dist
 from basicsr import train as basicsr_train
+from ddp_train_check import checksums  # noqa: E402  (same folder: the script directory is on sys.path)
 
 RECORD: dict[str, Any] = {'model': None, 'local_losses': [], 'logged': [], 'validations': 0, 'metrics': {}}
 

@@ -12,6 +12,7 @@ import os
 import sys
 
 import kdsr_plugins  # noqa: F401  (top level, spawned workers re-import this module)
+
 import torch.distributed as dist
 from basicsr import train as basicsr_train
 

@@ -28,11 +28,12 @@ import time
 from typing import Any
 
 import kdsr_plugins  # noqa: F401  (top level: spawned workers must re-register)
+
 import torch
 from basicsr import train as basicsr_train
 
-from kdsr_plugins.train import main as train_main
 from kdsr_plugins.core import checkpoints
+from kdsr_plugins.train import main as train_main
 
 PAUSE_SECONDS = 300
 

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import os.path as osp
 
+import kdsr_plugins  # noqa: F401  (torchvision shim before spandrel)
+
 import torch
 from torch import nn
-
-import kdsr_plugins  # noqa: F401  (torchvision shim before spandrel)
 
 #: architecture -> how its authors ship checkpoints (HAT/SwinIR: BasicSR dicts; ESRGAN: bare; SPAN: safetensors)
 LAYOUTS = {'HAT': 'params_ema', 'SwinIR': 'params', 'ESRGAN': 'bare', 'SPAN': 'safetensors'}

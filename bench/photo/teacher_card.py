@@ -33,6 +33,7 @@ import sys
 from copy import deepcopy
 
 import kdsr_plugins  # noqa: F401  (torchvision shims, then basicsr; registers the plugin)
+
 import basicsr
 import torch
 import yaml

@@ -13,6 +13,7 @@ import sys
 import time
 
 import kdsr_plugins  # noqa: F401  (torchvision shims, then basicsr)
+
 import torch
 from basicsr.archs.edsr_arch import EDSR
 from basicsr.archs.rcan_arch import RCAN

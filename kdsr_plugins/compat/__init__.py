@@ -4,7 +4,11 @@
 replaces BasicSR functions after it is imported. ``import kdsr_plugins`` applies both.
 """
 from kdsr_plugins.compat.patches import apply_runtime_patches, find_latest_state, init_dist, load_resume_state
-from kdsr_plugins.compat.shims import install_functional_tensor_alias, install_import_shims, install_torchvision_ops_shim
+from kdsr_plugins.compat.shims import (
+    install_functional_tensor_alias,
+    install_import_shims,
+    install_torchvision_ops_shim,
+)
 
 __all__ = ['apply_runtime_patches', 'find_latest_state', 'init_dist', 'install_functional_tensor_alias',
            'install_import_shims', 'install_torchvision_ops_shim', 'load_resume_state']

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import json
 import os
-import weakref
 import os.path as osp
+import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any
 

@@ -30,8 +30,8 @@ from basicsr.utils.registry import DATASET_REGISTRY
 from torch.utils import data
 from torchvision.transforms.functional import normalize
 
-from kdsr_plugins.core.schema import check_choice
 from kdsr_plugins.core.lmdb_io import meta_info_keys
+from kdsr_plugins.core.schema import check_choice
 
 __all__ = ['KDCachedTargetDataset', 'CACHE_META_FILE', 'ENCODINGS', 'DEFAULT_VALUE_RANGE', 'encode_target',
            'decode_target', 'read_cache_meta', 'target_roots', 'check_cached_targets']

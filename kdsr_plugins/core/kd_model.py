@@ -24,15 +24,26 @@ from torch import nn
 from torch.nn.parallel import DataParallel, DistributedDataParallel
 
 from kdsr_plugins.core.arch_info import mirror_pad, pad_multiple
-from kdsr_plugins.core.checkpoints import (CheckpointError, atomic_torch_save, extract_state_dict,
-                                            load_checkpoint_file, load_state_dict_into, resolve_param_key)
+from kdsr_plugins.core.checkpoints import (
+    CheckpointError,
+    atomic_torch_save,
+    extract_state_dict,
+    load_checkpoint_file,
+    load_state_dict_into,
+    resolve_param_key,
+)
 from kdsr_plugins.core.option_checks import NOOP_VAL_SELF_ENSEMBLE, loss_block, teacher_network_block
 from kdsr_plugins.core.options import arch_scale
 from kdsr_plugins.core.preemption import register_training_model
 from kdsr_plugins.core.resume import capture_rng_state, gather_rng_states, restore_rng_state
 from kdsr_plugins.core.schema import Field, Schema
-from kdsr_plugins.core.teachers import (TEACHER_SCHEMA, TeacherSpec, build_teacher_network, check_teacher_scale,
-                                        parse_teacher_specs)
+from kdsr_plugins.core.teachers import (
+    TEACHER_SCHEMA,
+    TeacherSpec,
+    build_teacher_network,
+    check_teacher_scale,
+    parse_teacher_specs,
+)
 
 NOOP_OPTION_KEYS = {('val', 'self_ensemble'): NOOP_VAL_SELF_ENSEMBLE}
 #: ``train.optim_aux``: optimizer settings of the auxiliary modules' parameter group (~ / absent: optim_g's).

@@ -1,8 +1,14 @@
 """The option reference, generated from the schemas: ``--options <ModelType>`` and docs/options.md."""
 from __future__ import annotations
 
-from kdsr_plugins.core.option_checks import (DIST_PARAMS_SCHEMA, LOGGER_SCHEMA, dataloader_fields, model_class,
-                                             model_fields, paired_dataset_fields)
+from kdsr_plugins.core.option_checks import (
+    DIST_PARAMS_SCHEMA,
+    LOGGER_SCHEMA,
+    dataloader_fields,
+    model_class,
+    model_fields,
+    paired_dataset_fields,
+)
 from kdsr_plugins.core.schema import Field, Schema
 
 __all__ = ['model_rows', 'model_reference', 'options_markdown', 'RULE']

@@ -142,9 +142,8 @@ def _apply_startup_patches(basicsr_train: Any) -> None:
 
 def _apply_decode_patches() -> None:
     """Undecodable images raise ``ImageDecodeError`` naming the LMDB key or file (core.dataset_checks)."""
-    from basicsr.utils.file_client import FileClient
-
     from basicsr.utils import img_util
+    from basicsr.utils.file_client import FileClient
 
     from kdsr_plugins.core import dataset_checks
 

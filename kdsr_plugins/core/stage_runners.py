@@ -25,11 +25,10 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple, Type
 
 import torch
-from torch import Tensor, nn
-
 from basicsr.archs.edsr_arch import EDSR
 from basicsr.archs.rcan_arch import RCAN
 from basicsr.archs.swinir_arch import SwinIR
+from torch import Tensor, nn
 
 __all__ = [
     'StageContext',

@@ -3,8 +3,14 @@
 Command line: ``python -m kdsr_plugins.data_prep {demo,div2k,benchmark,photos,check-lmdb} ...``
 (see ``datasets/README.md``). Importing this package imports ``kdsr_plugins`` (and BasicSR) first.
 """
-from kdsr_plugins.data_prep.benchmark import (BENCHMARK_SETS, benchmark_dataset_opt, detect_filename_tmpl,
-                                              generate_lr, prepare_benchmark, validate_benchmark_set)
+from kdsr_plugins.data_prep.benchmark import (
+                                              BENCHMARK_SETS,
+                                              benchmark_dataset_opt,
+                                              detect_filename_tmpl,
+                                              generate_lr,
+                                              prepare_benchmark,
+                                              validate_benchmark_set,
+)
 from kdsr_plugins.data_prep.degrade import bicubic_downsample, modcrop
 from kdsr_plugins.data_prep.demo import build_demo_dataset
 from kdsr_plugins.data_prep.div2k import prepare_div2k, subimage_grid, subimage_positions

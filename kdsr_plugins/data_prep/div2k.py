@@ -39,12 +39,18 @@ from functools import reduce
 from multiprocessing import Pool
 
 import cv2
-
 from tqdm import tqdm
 
 from kdsr_plugins.data_prep.degrade import bicubic_downsample, modcrop
-from kdsr_plugins.data_prep.files import (IMG_EXTS, guard_outputs, image_shape, list_images, preview, read_image,
-                                          write_png)
+from kdsr_plugins.data_prep.files import (
+    IMG_EXTS,
+    guard_outputs,
+    image_shape,
+    list_images,
+    preview,
+    read_image,
+    write_png,
+)
 from kdsr_plugins.data_prep.lmdb_tools import write_lmdb
 
 HR_DIRNAME = 'DIV2K_train_HR'

@@ -17,6 +17,7 @@ import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
 import kdsr_plugins  # noqa: F401  (top level: registers the plugin in spawned workers too)
+
 from kdsr_plugins.data_prep.demo import build_demo_dataset
 from kdsr_plugins.demo import config
 from kdsr_plugins.demo.pipeline import count_params, ensure_teachers, evaluate, format_table, train_and_test

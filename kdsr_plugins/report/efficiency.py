@@ -154,11 +154,12 @@ def option_networks(opt_path: str) -> list[tuple[str, str, Callable[[], nn.Modul
     Students and BasicSR teachers are built from their options (weights do not change the costs);
     auto (spandrel) teachers are built from their checkpoint, which must exist.
     """
+    import kdsr_plugins  # noqa: F401  (registries)
+
     import yaml
     from basicsr.archs import build_network
     from basicsr.utils.options import ordered_yaml
 
-    import kdsr_plugins  # noqa: F401  (registries)
     from kdsr_plugins.core.arch_info import pad_multiple
     from kdsr_plugins.core.auto_teacher import is_auto
     from kdsr_plugins.core.teachers import build_teacher_network, parse_teacher_specs

@@ -34,6 +34,7 @@ from copy import deepcopy
 from typing import Any
 
 import kdsr_plugins  # noqa: F401  (shims, basicsr, registries)
+
 import lmdb
 import numpy as np
 import torch
@@ -44,11 +45,17 @@ from basicsr.utils.options import ordered_yaml
 
 from kdsr_plugins.core.arch_info import pad_multiple
 from kdsr_plugins.core.checkpoints import extract_state_dict, load_checkpoint_file, load_state_dict_into
-from kdsr_plugins.core.kd_cached_target_dataset import (CACHE_META_FILE, DEFAULT_VALUE_RANGE, ENCODINGS, EXTENSIONS,
-                                                        encode_target, target_roots)
+from kdsr_plugins.core.kd_cached_target_dataset import (
+    CACHE_META_FILE,
+    DEFAULT_VALUE_RANGE,
+    ENCODINGS,
+    EXTENSIONS,
+    encode_target,
+    target_roots,
+)
 from kdsr_plugins.core.lmdb_io import LmdbWriter, estimate_map_size, read_meta_info
-from kdsr_plugins.core.teachers import TeacherSpec, build_teacher_network, check_teacher_scale, parse_teacher_specs
 from kdsr_plugins.core.schema import check_choice
+from kdsr_plugins.core.teachers import TeacherSpec, build_teacher_network, check_teacher_scale, parse_teacher_specs
 from kdsr_plugins.methods.mtkd.aggregator import load_aggregator, teacher_sr
 
 __all__ = ['cache_teacher_outputs', 'plan_targets', 'main']

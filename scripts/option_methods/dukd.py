@@ -6,7 +6,7 @@ recipe (``train_DUKD_<Arch>_<tag>.yml``) and full DIV2K images read from disk as
 (``train_DUKD_<Arch>_<tag>_disk.yml``); file names follow every method's ``train_<run name>.yml`` /
 ``test_<run name>.yml``.
 """
-from option_templates import insert_after, DIV2K_LMDB, PAIRS, SCALES, pair_tag, test_options, train_options
+from option_templates import DIV2K_LMDB, PAIRS, SCALES, insert_after, pair_tag, test_options, train_options
 
 #: (family, scale) -> (w_pix, w_kd, n_gt_sub, zoom_out, noisy prob or None = no ``noisy`` block)
 PUBLIC_CONFIGS = {

@@ -8,7 +8,7 @@ only, Fig. 1 study). EDSR x4 students start from the MiPKD x2 student of the sam
 (``strict_load_g: false``), as the group's EDSR x4 configs do (docs/mipkd.md, "Our choices vs the
 paper"). ``find_unused_parameters: true`` is required in distributed runs.
 """
-from option_templates import insert_after, PAIRS, SCALES, edsr, pair_tag, test_options, train_options
+from option_templates import PAIRS, SCALES, edsr, insert_after, pair_tag, test_options, train_options
 
 #: variant -> (family, student builder or None = the pair's default, tag, positions_t, positions_s)
 VARIANTS = {

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from copy import deepcopy
 
-from option_templates import (DIV2K_LMDB, EDSR_L_ZOO, SCALES, benchmark_set, div2k_train, edsr, metrics, rcan)
+from option_templates import DIV2K_LMDB, EDSR_L_ZOO, SCALES, benchmark_set, div2k_train, edsr, metrics, rcan
 
 TEACHER_ORDER = ('edsr', 'swinir', 'rcan')
 STAGE1 = 'MTKD_DCTSwin_x{s}_edsr_swinir_rcan'

@@ -10,10 +10,10 @@ import torch
 
 pytest.importorskip('spandrel')
 
-from kdsr_testutils import build_model_from_opt, edsr, random_batch, save_random_net, train_opt, write_yaml  # noqa: E402
 from spandrel_nets import LAYOUTS, make_checkpoint  # noqa: E402
 
 from kdsr_plugins.core.auto_teacher import AutoTeacherError, SpandrelTeacher, build_auto_teacher  # noqa: E402
+from kdsr_testutils import build_model_from_opt, edsr, random_batch, save_random_net, train_opt, write_yaml  # noqa: E402
 
 ARCHS = list(LAYOUTS)
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))

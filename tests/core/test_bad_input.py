@@ -18,11 +18,21 @@ import pytest
 import torch
 from basicsr.data import build_dataset
 
-from kdsr_plugins.core.kd_model import KDModel
 from kdsr_plugins.core.checkpoints import CheckpointError
 from kdsr_plugins.core.dataset_checks import DatasetOptionError
-from kdsr_testutils import (build_model_from_opt, edsr, experiment_dir, list_states, model_file, run_train,
-                            save_random_net, short_run, swinir, train_opt)
+from kdsr_plugins.core.kd_model import KDModel
+from kdsr_testutils import (
+    build_model_from_opt,
+    edsr,
+    experiment_dir,
+    list_states,
+    model_file,
+    run_train,
+    save_random_net,
+    short_run,
+    swinir,
+    train_opt,
+)
 
 SWINIR_W8 = swinir(2, window_size=8)
 

@@ -10,11 +10,25 @@ import pytest
 import torch
 from basicsr.data import build_dataset
 
-from kdsr_plugins.core.kd_cached_target_dataset import (CACHE_META_FILE, KDCachedTargetDataset, decode_target,
-                                                        encode_target)
+from kdsr_plugins.core.kd_cached_target_dataset import (
+    CACHE_META_FILE,
+    KDCachedTargetDataset,
+    decode_target,
+    encode_target,
+)
 from kdsr_plugins.tools import cache_teacher_outputs as cache_cli
-from kdsr_testutils import (MTKD_SCALE, PNG16_TOL, build_model_from_opt, cached_opt, close_dataset, edsr, first_batch,
-                            no_teachers, read_lmdb, train_opt)
+from kdsr_testutils import (
+    MTKD_SCALE,
+    PNG16_TOL,
+    build_model_from_opt,
+    cached_opt,
+    close_dataset,
+    edsr,
+    first_batch,
+    no_teachers,
+    read_lmdb,
+    train_opt,
+)
 
 SCALE = MTKD_SCALE  # the x4 teachers of the mtkd_ckpts fixture
 

@@ -22,8 +22,17 @@ import sys
 
 import pytest
 
-from kdsr_testutils import (TESTS_DIR, aggregator, edsr, experiment_dir, free_port, save_random_net, swinir, train_opt,
-                            write_yaml)
+from kdsr_testutils import (
+    TESTS_DIR,
+    aggregator,
+    edsr,
+    experiment_dir,
+    free_port,
+    save_random_net,
+    swinir,
+    train_opt,
+    write_yaml,
+)
 
 SCALE = 2
 

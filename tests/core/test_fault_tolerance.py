@@ -31,8 +31,17 @@ import torch
 
 from kdsr_plugins.compat import find_latest_state
 from kdsr_plugins.core.checkpoints import load_training_state_file
-from kdsr_testutils import (TESTS_DIR, aggregator, edsr, experiment_dir, model_file, run_train, swinir, train_opt,
-                            write_yaml)
+from kdsr_testutils import (
+    TESTS_DIR,
+    aggregator,
+    edsr,
+    experiment_dir,
+    model_file,
+    run_train,
+    swinir,
+    train_opt,
+    write_yaml,
+)
 
 FAULT_TRAIN = osp.join(TESTS_DIR, 'fault_train.py')
 SEED = int(os.environ.get('KDSR_FAULT_SEED', '0'))

@@ -2,12 +2,13 @@
 import subprocess
 import sys
 
+import kdsr_plugins
+
 import pytest
 import torch
 from basicsr.archs import build_network
 from basicsr.utils.registry import MODEL_REGISTRY
 
-import kdsr_plugins
 from kdsr_plugins.core.checkpoints import CheckpointError
 from kdsr_plugins.core.taps import FeatureTaps, TapError
 from kdsr_testutils import build_model_from_opt, edsr, random_batch, save_random_net, swinir, train_opt

@@ -18,15 +18,6 @@ import time
 
 import pytest
 import torch
-from kdsr_testutils import (
-    edsr,
-    experiment_dir,
-    free_port,
-    model_file,
-    save_random_net,
-    train_opt,
-    write_yaml,
-)
 from test_fault_tolerance import (  # noqa: F401
     FAULT_TRAIN,
     TIMEOUT,
@@ -44,6 +35,15 @@ from kdsr_plugins.compat import find_latest_state
 from kdsr_plugins.core import preemption
 from kdsr_plugins.core.checkpoints import load_training_state_file
 from kdsr_plugins.core.resume import rng_state_for_rank
+from kdsr_testutils import (
+    edsr,
+    experiment_dir,
+    free_port,
+    model_file,
+    save_random_net,
+    train_opt,
+    write_yaml,
+)
 
 MODEL = 'DUKDModel'  # random zoom-out / noise draws in every step, plus flip/rotation augmentation
 STOP_AT = 3

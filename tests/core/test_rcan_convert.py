@@ -11,7 +11,6 @@ from kdsr_plugins.core.rcan_convert import convert_rcan_state_dict
 from kdsr_testutils import ROOT, rcan
 
 
-
 def official_state(scale, num_group=2, num_block=2, feat=16, seed=0):
     """An official-RCAN-named state dict, written from the official layout independently of the converter."""
     g = torch.Generator().manual_seed(seed)

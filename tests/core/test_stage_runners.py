@@ -3,13 +3,19 @@ import kdsr_plugins  # noqa: F401  (shims + basicsr; must come first)
 
 import pytest
 import torch
+from basicsr.archs.srresnet_arch import MSRResNet
 from torch import nn
 
-from basicsr.archs.srresnet_arch import MSRResNet
-
-from kdsr_plugins.core.stage_runners import (EDSRStageRunner, RCANStageRunner, StageContext,
-                                              SwinIRStageRunner, build_stage_runner,
-                                              feature_channels, num_units, unit_module_path)
+from kdsr_plugins.core.stage_runners import (
+    EDSRStageRunner,
+    RCANStageRunner,
+    StageContext,
+    SwinIRStageRunner,
+    build_stage_runner,
+    feature_channels,
+    num_units,
+    unit_module_path,
+)
 from kdsr_testutils import edsr, rcan, swinir, tiny_net
 
 TOL = 1e-6

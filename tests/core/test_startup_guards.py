@@ -10,9 +10,10 @@ import os.path as osp
 import subprocess
 import sys
 
+from kdsr_plugins import train as kdsr_train
+
 import pytest
 
-from kdsr_plugins import train as kdsr_train
 from kdsr_plugins.core import dataset_checks, startup
 from kdsr_plugins.core.dataset_checks import DatasetOptionError
 from kdsr_testutils import edsr, save_random_net, train_opt, write_yaml

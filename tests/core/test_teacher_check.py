@@ -13,8 +13,13 @@ import torch
 from basicsr.archs import build_network
 
 from kdsr_plugins.core.checkpoints import CheckpointError
-from kdsr_plugins.core.teacher_check import (DEFAULT_MARGIN_DB, TeacherCheckError, sample_pairs, score_teachers,
-                                             teacher_check_options)
+from kdsr_plugins.core.teacher_check import (
+    DEFAULT_MARGIN_DB,
+    TeacherCheckError,
+    sample_pairs,
+    score_teachers,
+    teacher_check_options,
+)
 from kdsr_plugins.demo import config
 from kdsr_testutils import build_model_from_opt, edsr, train_opt
 

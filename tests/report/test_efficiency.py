@@ -8,10 +8,9 @@ import pytest
 import torch
 from torch import nn
 
-from kdsr_testutils import edsr, save_random_net, train_opt, write_yaml
-
 from kdsr_plugins.report import ReportOptions, build_report
 from kdsr_plugins.report.efficiency import PeakMemory, count_costs, default_lr_size, measure, measure_option_files
+from kdsr_testutils import edsr, save_random_net, train_opt, write_yaml
 
 
 def test_counts_of_a_two_conv_net_match_the_arithmetic():

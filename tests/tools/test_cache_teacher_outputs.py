@@ -13,8 +13,20 @@ from basicsr.archs import build_network
 from kdsr_plugins.core.arch_info import mirror_pad
 from kdsr_plugins.core.kd_cached_target_dataset import decode_target, read_cache_meta
 from kdsr_plugins.tools import cache_teacher_outputs as cache_cli
-from kdsr_testutils import (MTKD_SCALE, PNG16_TOL, build_model_from_opt, cached_opt, first_batch, logged_run,
-                            mtkd_stage1_opt, mtkd_stage2_opt, mtkd_swinir, no_teachers, read_lmdb, write_yaml)
+from kdsr_testutils import (
+    MTKD_SCALE,
+    PNG16_TOL,
+    build_model_from_opt,
+    cached_opt,
+    first_batch,
+    logged_run,
+    mtkd_stage1_opt,
+    mtkd_stage2_opt,
+    mtkd_swinir,
+    no_teachers,
+    read_lmdb,
+    write_yaml,
+)
 
 
 @pytest.mark.slow

@@ -10,9 +10,21 @@ import lmdb
 import numpy as np
 import pytest
 
-from kdsr_plugins.data_prep import (LmdbCheckError, benchmark_dataset_opt, bicubic_downsample, build_demo_dataset,
-                                    check_lmdb, check_paired_lmdb, detect_filename_tmpl, modcrop, prepare_benchmark,
-                                    prepare_div2k, subimage_grid, subimage_positions, write_lmdb)
+from kdsr_plugins.data_prep import (
+    LmdbCheckError,
+    benchmark_dataset_opt,
+    bicubic_downsample,
+    build_demo_dataset,
+    check_lmdb,
+    check_paired_lmdb,
+    detect_filename_tmpl,
+    modcrop,
+    prepare_benchmark,
+    prepare_div2k,
+    subimage_grid,
+    subimage_positions,
+    write_lmdb,
+)
 from kdsr_plugins.data_prep.__main__ import main as cli_main
 
 SCALES = (2, 3, 4)
@@ -428,7 +440,6 @@ def test_photo_manifest_refuses_bad_sources(tmp_path):
 def test_committed_photo_manifest_is_consistent():
     """The committed manifest: >= 30 photos of >= 1 MP from Debian, >= 10 test, disjoint splits by source."""
     from kdsr_plugins.data_prep.photos import load_manifest
-
     from kdsr_testutils import ROOT
     man = load_manifest(osp.join(ROOT, 'scripts', 'photo_manifest.json'))
     debs = [p for p in man['photos'] if p['source']['kind'] == 'deb']

@@ -11,10 +11,9 @@ import pytest
 import torch
 from basicsr.archs import build_network
 
-from kdsr_testutils import edsr, write_yaml
-
 from kdsr_plugins.core.checkpoints import CheckpointError
 from kdsr_plugins.export import PadCrop, main, run_export
+from kdsr_testutils import edsr, write_yaml
 
 ort = pytest.importorskip('onnxruntime')
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))

@@ -10,9 +10,17 @@ import pytest
 import torch
 
 from kdsr_plugins.core.kd_model import KDModel
-from kdsr_testutils import (run_ddp_check, edsr, experiment_dir, list_states, model_file, run_train, save_random_net,
-                            train_opt, write_yaml)
-
+from kdsr_testutils import (
+    edsr,
+    experiment_dir,
+    list_states,
+    model_file,
+    run_ddp_check,
+    run_train,
+    save_random_net,
+    train_opt,
+    write_yaml,
+)
 
 
 def kd_opt(workdir, demo_data, name, **kw):

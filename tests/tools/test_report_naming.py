@@ -10,10 +10,9 @@ import os
 import cv2
 import numpy as np
 import pytest
-
-from kdsr_plugins.report import ReportOptions, build_report
-from kdsr_plugins.report import figures
 from test_report import DATASET, write_test_log
+
+from kdsr_plugins.report import ReportOptions, build_report, figures
 
 SIZE = 96
 

@@ -9,6 +9,7 @@ import yaml
 from basicsr.archs import build_network
 from basicsr.utils.options import ordered_yaml
 from basicsr.utils.registry import ARCH_REGISTRY, DATASET_REGISTRY, LOSS_REGISTRY, MODEL_REGISTRY
+
 from kdsr_testutils import ROOT
 
 YAMLS = sorted(glob.glob(osp.join(ROOT, 'options', '**', '*.yml'), recursive=True))

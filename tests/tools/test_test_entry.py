@@ -5,13 +5,14 @@ Found cases: scale 2 on an x4 student and x4 data scored the top-left quarter of
 checkpoint logged ``params_ema`` while ``params`` was loaded.
 """
 import logging
-import re
 import os.path as osp
+import re
 import sys
+
+from kdsr_plugins import test as kdsr_test
 
 import pytest
 
-from kdsr_plugins import test as kdsr_test
 from kdsr_testutils import build_model_from_opt, edsr, save_random_net, train_opt, write_yaml
 
 

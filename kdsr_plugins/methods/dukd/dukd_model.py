@@ -26,13 +26,18 @@ from basicsr.utils import get_root_logger
 from basicsr.utils.registry import MODEL_REGISTRY
 from torch import Tensor
 
-from kdsr_plugins.core.kd_model import KDModel
 from kdsr_plugins.core.arch_info import pad_multiple
+from kdsr_plugins.core.kd_model import KDModel
 from kdsr_plugins.core.schema import Field
-from kdsr_plugins.methods.dukd.options import DUKD_SCHEMA, NOISY_SCHEMA, DUKDOptions
 from kdsr_plugins.methods.dukd.invertible_aug import AugPlan, consistent_forward
-from kdsr_plugins.methods.dukd.upcycling import (ZoomInSamples, check_training_pair, zoom_in_samples, zoom_out_samples,
-                                          zoom_out_size)
+from kdsr_plugins.methods.dukd.options import DUKD_SCHEMA, NOISY_SCHEMA, DUKDOptions
+from kdsr_plugins.methods.dukd.upcycling import (
+    ZoomInSamples,
+    check_training_pair,
+    zoom_in_samples,
+    zoom_out_samples,
+    zoom_out_size,
+)
 
 
 @MODEL_REGISTRY.register()

@@ -25,7 +25,8 @@ from dataclasses import asdict, dataclass
 from typing import Any, Mapping
 
 from kdsr_plugins.core.schema import Field, OptionError, Schema
-from kdsr_plugins.methods.dukd.invertible_aug import INVERSE_MODES as LC_INVERSES, InvertibleAugmentation
+from kdsr_plugins.methods.dukd.invertible_aug import INVERSE_MODES as LC_INVERSES
+from kdsr_plugins.methods.dukd.invertible_aug import InvertibleAugmentation
 from kdsr_plugins.methods.dukd.upcycling import ZOOM_IN_CROPS, ZOOM_OUT_RESIZES
 
 UPDATE_MODES: tuple[str, ...] = ('single_step', 'official_two_step')

@@ -30,15 +30,15 @@ from basicsr.utils.registry import MODEL_REGISTRY
 from torch import Tensor, nn
 from torch.nn.parallel import DataParallel
 
+from kdsr_plugins.core.arch_info import pad_multiple
 from kdsr_plugins.core.auto_teacher import SpandrelTeacher
 from kdsr_plugins.core.kd_adapter_arch import KDAdapterBank
 from kdsr_plugins.core.kd_model import KDModel
-from kdsr_plugins.core.arch_info import pad_multiple
-from kdsr_plugins.methods.feature_kd.legacy_options import legacy_feature_loss_opt
 from kdsr_plugins.core.option_checks import loss_block
 from kdsr_plugins.core.options import check_option_keys
 from kdsr_plugins.core.schema import Field, Schema
 from kdsr_plugins.core.taps import FeatureTaps, TapError, TapSpec, resolve_tap
+from kdsr_plugins.methods.feature_kd.legacy_options import legacy_feature_loss_opt
 
 __all__ = ['FeatureKDModel', 'FeatureTermSpec', 'FeatureKDAdapters', 'parse_feature_kd_options']
 

@@ -27,15 +27,31 @@ from basicsr.utils import get_root_logger
 from basicsr.utils.registry import MODEL_REGISTRY
 from torch import Tensor, nn
 
-from kdsr_plugins.methods.mipkd.mipkd_mixer_arch import (ENC_TYPES, ENCODERS, MASK_TYPES, STUDENT, STUDENT_ADAPTERS,
-                                                 TEACHER, MiPKDMixerBank, MiPKDPlan, random_mask)
 from kdsr_plugins.core.auto_teacher import SpandrelTeacher
 from kdsr_plugins.core.kd_model import KDModel
 from kdsr_plugins.core.option_checks import loss_block
 from kdsr_plugins.core.schema import Field, OptionError, Schema
-from kdsr_plugins.core.stage_runners import (StageContext, StageRunner, build_stage_runner, feature_channels,
-                                              num_units, supported_arch_names, unit_module_path)
+from kdsr_plugins.core.stage_runners import (
+    StageContext,
+    StageRunner,
+    build_stage_runner,
+    feature_channels,
+    num_units,
+    supported_arch_names,
+    unit_module_path,
+)
 from kdsr_plugins.core.taps import FeatureTaps
+from kdsr_plugins.methods.mipkd.mipkd_mixer_arch import (
+    ENC_TYPES,
+    ENCODERS,
+    MASK_TYPES,
+    STUDENT,
+    STUDENT_ADAPTERS,
+    TEACHER,
+    MiPKDMixerBank,
+    MiPKDPlan,
+    random_mask,
+)
 
 __all__ = ['MiPKDModel', 'MiPKDOptions', 'MiPKDPath', 'MIPKD_OPT_KEYS', 'DEFAULT_LOSSES']
 

@@ -14,14 +14,22 @@ from basicsr.archs import build_network
 from torch import nn
 
 from kdsr_plugins.core.arch_info import mirror_pad
-from kdsr_plugins.core.checkpoints import (CheckpointError, extract_state_dict, is_state_dict, load_checkpoint_file,
-                                           load_state_dict_into)
+from kdsr_plugins.core.checkpoints import (
+    CheckpointError,
+    extract_state_dict,
+    is_state_dict,
+    load_checkpoint_file,
+    load_state_dict_into,
+)
 from kdsr_plugins.core.option_checks import network_block
 from kdsr_plugins.core.options import arch_scale
 from kdsr_plugins.core.schema import Field, Schema, check_choice
 from kdsr_plugins.core.teachers import TeacherSpec
-from kdsr_plugins.methods.mtkd.public_checkpoint import (PUBLIC_MTKD_MASK_MODE, PUBLIC_MTKD_OUTPUT_CONVENTION,
-                                                          convert_public_mtkd_aggregator)
+from kdsr_plugins.methods.mtkd.public_checkpoint import (
+    PUBLIC_MTKD_MASK_MODE,
+    PUBLIC_MTKD_OUTPUT_CONVENTION,
+    convert_public_mtkd_aggregator,
+)
 
 __all__ = ['AGGREGATOR_KEYS', 'TeacherOrderError', 'check_teacher_order', 'kd_meta_of', 'load_aggregator', 'teacher_sr']
 

@@ -12,14 +12,21 @@ from __future__ import annotations
 from typing import Dict, Optional, Sequence, Tuple, Union
 
 import torch
+from basicsr.archs.arch_util import trunc_normal_
+from basicsr.archs.swinir_arch import (
+    RSTB,
+    PatchEmbed,
+    PatchUnEmbed,
+    SwinTransformerBlock,
+    Upsample,
+    window_partition,
+    window_reverse,
+)
+from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn
 
-from basicsr.archs.arch_util import trunc_normal_
-from basicsr.archs.swinir_arch import (RSTB, PatchEmbed, PatchUnEmbed, SwinTransformerBlock, Upsample,
-                                       window_partition, window_reverse)
-from basicsr.utils.registry import ARCH_REGISTRY
-from kdsr_plugins.methods.mtkd.dct import dct_matrix, idct_matrix, pad_to_multiple
 from kdsr_plugins.core.schema import check_choice
+from kdsr_plugins.methods.mtkd.dct import dct_matrix, idct_matrix, pad_to_multiple
 
 __all__ = ['MTKDDCTSwin', 'DCTSwinBlock', 'RGB_MEAN', 'OUTPUT_CONVENTIONS', 'MASK_MODES', 'DEFAULT_MASK_MODE']
 

@@ -12,12 +12,12 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
+from basicsr.utils.registry import LOSS_REGISTRY
 from torch import nn
 
-from basicsr.utils.registry import LOSS_REGISTRY
+from kdsr_plugins.core.schema import check_choice
 from kdsr_plugins.methods.mtkd.dct import dct_2d
 from kdsr_plugins.methods.mtkd.haar import haar_dwt
-from kdsr_plugins.core.schema import check_choice
 
 __all__ = ['KDWaveletLoss', 'KDDCTLoss', 'KDFFTLoss']
 

@@ -20,15 +20,23 @@ from basicsr.utils.registry import MODEL_REGISTRY
 from torch import nn
 
 from kdsr_plugins.core.arch_info import mirror_pad, pad_multiple
-from kdsr_plugins.core.checkpoints import (CheckpointError, extract_state_dict, load_checkpoint_file,
-                                            load_state_dict_into, resolve_param_key)
-from kdsr_plugins.methods.mtkd.public_checkpoint import (PUBLIC_MTKD_MASK_MODE, PUBLIC_MTKD_OUTPUT_CONVENTION,
-                                                          convert_public_mtkd_aggregator)
+from kdsr_plugins.core.checkpoints import (
+    CheckpointError,
+    extract_state_dict,
+    load_checkpoint_file,
+    load_state_dict_into,
+    resolve_param_key,
+)
 from kdsr_plugins.core.kd_model import KDModel
-from kdsr_plugins.core.teachers import parse_teacher_specs
 from kdsr_plugins.core.option_checks import loss_block
 from kdsr_plugins.core.schema import Field
+from kdsr_plugins.core.teachers import parse_teacher_specs
 from kdsr_plugins.methods.mtkd.aggregator import AGGREGATOR_SCHEMA, check_teacher_order, kd_meta_of, load_aggregator
+from kdsr_plugins.methods.mtkd.public_checkpoint import (
+    PUBLIC_MTKD_MASK_MODE,
+    PUBLIC_MTKD_OUTPUT_CONVENTION,
+    convert_public_mtkd_aggregator,
+)
 
 __all__ = ['MTKDAggregatorModel', 'MTKDStudentModel']
 

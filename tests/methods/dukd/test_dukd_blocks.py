@@ -5,11 +5,23 @@ import pytest
 import torch
 from basicsr.utils.matlab_functions import imresize
 
+from kdsr_plugins.methods.dukd.invertible_aug import (
+    OPS,
+    AugPlan,
+    InvertibleAugmentation,
+    all_subsets,
+    consistent_forward,
+    rot180,
+)
 from kdsr_plugins.methods.dukd.options import DUKD_OPT_KEYS, DUKDOptions
-from kdsr_plugins.methods.dukd.invertible_aug import (OPS, AugPlan, InvertibleAugmentation, all_subsets,
-                                               consistent_forward, rot180)
-from kdsr_plugins.methods.dukd.upcycling import (check_training_pair, imresize_torch, zoom_in_positions, zoom_in_samples,
-                                          zoom_out_samples, zoom_out_size)
+from kdsr_plugins.methods.dukd.upcycling import (
+    check_training_pair,
+    imresize_torch,
+    zoom_in_positions,
+    zoom_in_samples,
+    zoom_out_samples,
+    zoom_out_size,
+)
 from kdsr_testutils import reference_augment
 
 SUBSETS = list(all_subsets())

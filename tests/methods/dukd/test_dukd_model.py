@@ -12,12 +12,22 @@ from basicsr.archs import build_network
 from basicsr.utils.matlab_functions import imresize
 from basicsr.utils.registry import MODEL_REGISTRY
 
-from kdsr_plugins.methods.dukd.dukd_model import DUKDModel
-from kdsr_plugins.methods.dukd.options import DUKDOptions
-from kdsr_plugins.methods.dukd.invertible_aug import AugPlan, all_subsets
 from kdsr_plugins.core.teachers import parse_teacher_specs
-from kdsr_testutils import (ROOT, reference_augment, run_ddp_check, build_model_from_opt, edsr, model_file, random_batch, run_train, save_random_net,
-                            train_opt)
+from kdsr_plugins.methods.dukd.dukd_model import DUKDModel
+from kdsr_plugins.methods.dukd.invertible_aug import AugPlan, all_subsets
+from kdsr_plugins.methods.dukd.options import DUKDOptions
+from kdsr_testutils import (
+    ROOT,
+    build_model_from_opt,
+    edsr,
+    model_file,
+    random_batch,
+    reference_augment,
+    run_ddp_check,
+    run_train,
+    save_random_net,
+    train_opt,
+)
 from kdsr_testutils import swinir as tiny_swinir
 
 SUBSETS = list(all_subsets())

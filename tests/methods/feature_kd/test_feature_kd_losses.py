@@ -3,20 +3,25 @@
 Expected values come either from numbers worked out by hand (in the comments) or from explicit
 loop formulations in numpy float64 written independently of the implementation.
 """
-import kdsr_plugins  # noqa: F401  (first: shims, BasicSR, registration)
-
 import math
+
+import kdsr_plugins  # noqa: F401  (first: shims, BasicSR, registration)
 
 import numpy as np
 import pytest
 import torch
-
 from basicsr.archs import build_network
 from basicsr.losses import build_loss
 from basicsr.utils.registry import ARCH_REGISTRY, LOSS_REGISTRY
+
 from kdsr_plugins.core.kd_adapter_arch import KDAdapterBank, KDConvAdapter
 from kdsr_plugins.methods.feature_kd import feature_kd_loss as fkd
-from kdsr_plugins.methods.feature_kd.feature_kd_loss import KDAffinityLoss, KDAttentionLoss, KDFitNetLoss, KDRelationLoss
+from kdsr_plugins.methods.feature_kd.feature_kd_loss import (
+    KDAffinityLoss,
+    KDAttentionLoss,
+    KDFitNetLoss,
+    KDRelationLoss,
+)
 from kdsr_plugins.methods.feature_kd.legacy_options import legacy_feature_loss_opt
 
 LOSS_NAMES = ['KDFitNetLoss', 'KDAttentionLoss', 'KDAffinityLoss', 'KDRelationLoss']

@@ -15,11 +15,22 @@ from basicsr.archs import build_network
 from basicsr.losses import build_loss
 from basicsr.utils.registry import MODEL_REGISTRY
 
-from kdsr_plugins.methods.feature_kd.feature_kd_model import FeatureKDModel, parse_feature_kd_options
 from kdsr_plugins.core.checkpoints import CheckpointError
 from kdsr_plugins.core.taps import TapError
-from kdsr_testutils import (ROOT, run_ddp_check, build_model_from_opt, edsr, experiment_dir, model_file, random_batch, run_train,
-                            save_random_net, train_opt, write_yaml)
+from kdsr_plugins.methods.feature_kd.feature_kd_model import FeatureKDModel, parse_feature_kd_options
+from kdsr_testutils import (
+    ROOT,
+    build_model_from_opt,
+    edsr,
+    experiment_dir,
+    model_file,
+    random_batch,
+    run_ddp_check,
+    run_train,
+    save_random_net,
+    train_opt,
+    write_yaml,
+)
 
 TAPS = ['conv_first', 0, 1, 'conv_after_body']
 LOSSES = {

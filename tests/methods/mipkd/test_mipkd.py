@@ -14,9 +14,25 @@ from basicsr.utils.registry import ARCH_REGISTRY, MODEL_REGISTRY
 from torch import nn
 
 from kdsr_plugins.methods.mipkd.mipkd_mixer_arch import STUDENT, TEACHER, MiPKDMixer, MiPKDPlan, random_mask
-from kdsr_plugins.methods.mipkd.mipkd_model import MIPKD_OPT_KEYS, MiPKDModel, MiPKDOptions, MiPKDPath, default_positions
-from kdsr_testutils import (ROOT, run_ddp_check, build_model_from_opt, edsr, experiment_dir, model_file, random_batch, run_train,
-                            save_random_net, train_opt)
+from kdsr_plugins.methods.mipkd.mipkd_model import (
+    MIPKD_OPT_KEYS,
+    MiPKDModel,
+    MiPKDOptions,
+    MiPKDPath,
+    default_positions,
+)
+from kdsr_testutils import (
+    ROOT,
+    build_model_from_opt,
+    edsr,
+    experiment_dir,
+    model_file,
+    random_batch,
+    run_ddp_check,
+    run_train,
+    save_random_net,
+    train_opt,
+)
 from kdsr_testutils import swinir as tiny_swinir
 
 POS = {'positions_t': [1, 3], 'positions_s': [0, 1]}  # teacher EDSR b4 -> student EDSR b2, K = 2

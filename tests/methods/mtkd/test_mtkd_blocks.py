@@ -1,22 +1,29 @@
 """Fast tests of MTKD building blocks: DCT, Haar, distillation losses, DCTSwin aggregator."""
-import kdsr_plugins  # noqa: F401  (shims, basicsr, registration)
-
 import copy
 import math
+
+import kdsr_plugins  # noqa: F401  (shims, basicsr, registration)
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-
 from basicsr.archs import build_network
 from basicsr.archs.swinir_arch import window_partition, window_reverse
 from basicsr.utils.registry import ARCH_REGISTRY, LOSS_REGISTRY
+
+from kdsr_plugins.methods.mtkd.dct import (
+    block_dct_2d,
+    block_idct_2d,
+    dct_2d,
+    dct_matrix,
+    idct_2d,
+    idct_matrix,
+    pad_to_multiple,
+)
+from kdsr_plugins.methods.mtkd.haar import haar_dwt, haar_dwt2d, haar_idwt, haar_idwt2d
 from kdsr_plugins.methods.mtkd.mtkd_dctswin_arch import RGB_MEAN, DCTSwinBlock, MTKDDCTSwin
 from kdsr_plugins.methods.mtkd.mtkd_loss import KDDCTLoss, KDFFTLoss, KDWaveletLoss
-from kdsr_plugins.methods.mtkd.dct import (block_dct_2d, block_idct_2d, dct_2d, dct_matrix, idct_2d, idct_matrix,
-                                    pad_to_multiple)
-from kdsr_plugins.methods.mtkd.haar import haar_dwt, haar_dwt2d, haar_idwt, haar_idwt2d
 from kdsr_plugins.methods.mtkd.public_checkpoint import convert_public_mtkd_aggregator
 from kdsr_testutils import aggregator, tiny_net
 

@@ -10,11 +10,21 @@ import pytest
 import torch
 from basicsr.archs import build_network
 
-from kdsr_plugins.methods.mtkd.mtkd_loss import KDWaveletLoss
-from kdsr_plugins.methods.mtkd.aggregator import TeacherOrderError
 from kdsr_plugins.core.checkpoints import CheckpointError
-from kdsr_testutils import (MTKD_SCALE, ROOT, build_model_from_opt, edsr, logged_run, model_file, mtkd_aggregator,
-                            mtkd_stage1_opt, mtkd_stage2_opt, run_ddp_check)
+from kdsr_plugins.methods.mtkd.aggregator import TeacherOrderError
+from kdsr_plugins.methods.mtkd.mtkd_loss import KDWaveletLoss
+from kdsr_testutils import (
+    MTKD_SCALE,
+    ROOT,
+    build_model_from_opt,
+    edsr,
+    logged_run,
+    model_file,
+    mtkd_aggregator,
+    mtkd_stage1_opt,
+    mtkd_stage2_opt,
+    run_ddp_check,
+)
 
 
 # ------------------------------------------------------------------------------------ stage 1 / 2 runs
@@ -175,9 +185,9 @@ def test_shipped_mtkd_options_are_consistent():
     import yaml
     from basicsr.utils.registry import ARCH_REGISTRY, DATASET_REGISTRY, MODEL_REGISTRY
 
-    from kdsr_plugins.methods.mtkd.aggregator import AGGREGATOR_KEYS
     from kdsr_plugins.core.options import check_option_keys
     from kdsr_plugins.core.teachers import parse_teacher_specs
+    from kdsr_plugins.methods.mtkd.aggregator import AGGREGATOR_KEYS
 
     root = ROOT
     train = sorted(glob.glob(osp.join(root, 'options', 'train', 'MTKD', '*.yml')))
