@@ -13,7 +13,8 @@ GFLOPs per iteration (forward + backward, counted by ``torch.utils.flop_counter`
 over the draws) give the machine-independent ratio next to the wall-clock one.
 
 Usage:
-    python bench/speed_memory.py [--iters 8] [--warmup 2] [--methods kd,fitnet,...] [--out bench/results/speed_memory.md]
+    python bench/speed_memory.py [--iters 8] [--warmup 2] [--methods kd,fitnet,...]
+        [--out bench/results/speed_memory.md]
 """
 from __future__ import annotations
 
@@ -76,7 +77,8 @@ METHODS = {
                                       'mipkd_opt': {'positions_t': [3, 7, 11, 15], 'positions_s': [1, 3, 5, 7]}}, {}),
     # output-only methods reading teacher outputs from the cache (KDCachedTargetDataset's batch key 'target')
     'kd_cached': ('KDModel', {'kd_opt': L1, 'use_cached_targets': True}, {}),
-    'mtkd_cached': ('MTKDStudentModel', {'use_cached_targets': True, 'pixel_opt': {'type': 'L1Loss', 'loss_weight': 0.1},
+    'mtkd_cached': ('MTKDStudentModel', {'use_cached_targets': True,
+                                         'pixel_opt': {'type': 'L1Loss', 'loss_weight': 0.1},
                                          'kd_opt': {'type': 'KDWaveletLoss', 'loss_weight': 1.0, 'levels': 1}},
                     {'mtkd': True}),
 }

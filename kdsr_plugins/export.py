@@ -62,7 +62,8 @@ class PadCrop(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2], x.shape[-1]
-        pad_h, pad_w = (self.multiple - h % self.multiple) % self.multiple, (self.multiple - w % self.multiple) % self.multiple
+        pad_h = (self.multiple - h % self.multiple) % self.multiple
+        pad_w = (self.multiple - w % self.multiple) % self.multiple
         x = torch.cat([x, x.flip(2)], 2)[:, :, :h + pad_h]
         x = torch.cat([x, x.flip(3)], 3)[:, :, :, :w + pad_w]
         return self.net(x)[:, :, :h * self.scale, :w * self.scale]
@@ -111,7 +112,8 @@ def check_images(opt: dict, count: int, max_side: int) -> tuple[list[torch.Tenso
 
     for name, ds in (opt.get('datasets') or {}).items():
         root = osp.expanduser(str((ds or {}).get('dataroot_lq', '')))
-        files = sorted(f for f in glob.glob(osp.join(root, '*')) if f.lower().endswith(IMAGE_EXTS)) if osp.isdir(root) else []
+        names = glob.glob(osp.join(root, '*')) if osp.isdir(root) else []
+        files = sorted(f for f in names if f.lower().endswith(IMAGE_EXTS))
         if files:
             images = []
             for f in files[:count]:
@@ -158,7 +160,8 @@ def check_onnx(module: nn.Module, out: str, images: Sequence[torch.Tensor], batc
             ref = module(x).numpy()
             got = session.run(['sr'], {'lq': x.numpy()})[0]
             if got.shape != ref.shape:
-                raise ExportError(f'ONNX output {got.shape} differs from PyTorch {ref.shape} for input {tuple(x.shape)}.')
+                raise ExportError(f'ONNX output {got.shape} differs from PyTorch {ref.shape} for input '
+                                  f'{tuple(x.shape)}.')
             worst = max(worst, float(abs(got - ref).max()))
     return worst
 

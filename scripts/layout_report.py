@@ -159,7 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     print('| area | files | lines |\n|---|---:|---:|')
     for k, v in rep['files_lines'].items():
         print(f'| {k} | {v["files"]} | {v["lines"]} |')
-    print('\nlargest functions: ' + ', '.join(f'{x["function"]} ({x["lines"]} lines)' for x in rep['largest_functions']))
+    largest = ', '.join(f'{x["function"]} ({x["lines"]} lines)' for x in rep['largest_functions'])
+    print('\nlargest functions: ' + largest)
     print(f'import cycles: {rep["cycles"] or "none"}')
     print(f'method -> method imports: {rep["method_to_method_imports"] or "none"}')
     print(f'core/compat -> method imports: {rep["core_to_method_imports"] or "none"}')

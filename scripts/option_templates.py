@@ -36,7 +36,8 @@ def swinir(embed_dim: int, stages: int, scale: int, img_size: int = 48) -> dict:
 
 #: family -> (label, teacher builder, student builder, teacher checkpoint path, param key)
 PAIRS = {
-    'EDSR': dict(tag='x{s}c256b32_c64b32', teacher=lambda s: edsr(256, 32, s, 0.1), student=lambda s: edsr(64, 32, s, 0.1),
+    'EDSR': dict(tag='x{s}c256b32_c64b32', teacher=lambda s: edsr(256, 32, s, 0.1),
+                 student=lambda s: edsr(64, 32, s, 0.1),
                  ckpt=lambda s: f'experiments/pretrained_models/EDSR/{EDSR_L_ZOO[s]}', key='params'),
     'RCAN': dict(tag='x{s}g10b20_g10b6', teacher=lambda s: rcan(10, 20, s), student=lambda s: rcan(10, 6, s),
                  ckpt=lambda s: f'experiments/pretrained_models/RCAN/RCAN_BIX{s}_basicsr.pth', key='params'),

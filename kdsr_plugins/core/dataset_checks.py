@@ -47,7 +47,8 @@ def _memo_key(dataset_opt: Mapping[str, Any]) -> str:
     stamps = []
     for key in ('dataroot_gt', 'dataroot_lq'):
         root = dataset_opt.get(key)
-        for path in ((str(root), osp.join(str(root), 'data.mdb'), osp.join(str(root), 'meta_info.txt')) if root else ()):
+        paths = (str(root), osp.join(str(root), 'data.mdb'), osp.join(str(root), 'meta_info.txt')) if root else ()
+        for path in paths:
             try:
                 stamps.append(os.stat(path).st_mtime_ns)
             except OSError:

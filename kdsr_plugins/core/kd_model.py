@@ -164,7 +164,8 @@ class KDModel(SRModel):
             auto = build_teacher_network(spec, scale, self.opt['network_g'])
             if auto is not None:  # built and strictly loaded from its checkpoint (docs/auto_teachers.md)
                 net = auto.to(self.device)
-                logger.info(f'Teacher {spec.name!r}: {auto.arch} x{auto.scale} detected by spandrel in {spec.pretrain}.')
+                logger.info(f'Teacher {spec.name!r}: {auto.arch} x{auto.scale} detected by spandrel in '
+                            f'{spec.pretrain}.')
             elif spec.pretrain is None:
                 net = build_network(deepcopy(spec.network_opt)).to(self.device)
                 if self.is_train:
@@ -347,9 +348,9 @@ class KDModel(SRModel):
         for what, net_opt in self.lr_patch_networks().items():
             multiple = pad_multiple(net_opt)
             if patch % multiple:
-                raise ValueError(f'LR training patch {patch} (datasets.train.gt_size {gt_size} / scale {scale}) is not a '
-                                 f'multiple of the window size {multiple} of {what} ({net_opt.get("type")}), which '
-                                 f'BasicSR does not pad in training: use a gt_size that is a multiple of '
+                raise ValueError(f'LR training patch {patch} (datasets.train.gt_size {gt_size} / scale {scale}) is '
+                                 f'not a multiple of the window size {multiple} of {what} ({net_opt.get("type")}), '
+                                 f'which BasicSR does not pad in training: use a gt_size that is a multiple of '
                                  f'{scale * multiple}.')
 
     def build_aux_modules(self) -> nn.Module | None:

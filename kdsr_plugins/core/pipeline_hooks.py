@@ -150,6 +150,7 @@ def _apply_decode_patches() -> None:
     original = img_util.imfrombytes
     FileClient.get = dataset_checks.recording_file_client_get(FileClient.get)
     for name, mod in list(sys.modules.items()):  # every BasicSR module holding its own reference
-        if (name == 'basicsr.utils' or name.startswith('basicsr.data')) and getattr(mod, 'imfrombytes', None) is original:
+        in_basicsr = name == 'basicsr.utils' or name.startswith('basicsr.data')
+        if in_basicsr and getattr(mod, 'imfrombytes', None) is original:
             mod.imfrombytes = dataset_checks.imfrombytes
     img_util.imfrombytes = dataset_checks.imfrombytes

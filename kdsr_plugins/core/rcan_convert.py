@@ -16,8 +16,10 @@ from torch import nn
 _RULES = [
     (re.compile(r'^conv_first\.(.+)$'), r'head.0.\1'),
     (re.compile(r'^body\.(\d+)\.residual_group\.(\d+)\.rcab\.([02])\.(.+)$'), r'body.\1.body.\2.body.\3.\4'),
-    (re.compile(r'^body\.(\d+)\.residual_group\.(\d+)\.rcab\.3\.attention\.1\.(.+)$'), r'body.\1.body.\2.body.3.conv_du.0.\3'),
-    (re.compile(r'^body\.(\d+)\.residual_group\.(\d+)\.rcab\.3\.attention\.3\.(.+)$'), r'body.\1.body.\2.body.3.conv_du.2.\3'),
+    (re.compile(r'^body\.(\d+)\.residual_group\.(\d+)\.rcab\.3\.attention\.1\.(.+)$'),
+     r'body.\1.body.\2.body.3.conv_du.0.\3'),
+    (re.compile(r'^body\.(\d+)\.residual_group\.(\d+)\.rcab\.3\.attention\.3\.(.+)$'),
+     r'body.\1.body.\2.body.3.conv_du.2.\3'),
     (re.compile(r'^upsample\.(\d+)\.(.+)$'), r'tail.0.\1.\2'),
     (re.compile(r'^conv_last\.(.+)$'), r'tail.1.\1'),
 ]

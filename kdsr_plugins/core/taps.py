@@ -26,7 +26,8 @@ def resolve_tap(net: nn.Module, tap: TapSpec) -> tuple[str, bool]:
             index, count = int(tap), num_units(net)
             return unit_module_path(net, index + count if -count <= index < 0 else index), False
         except (TypeError, ValueError) as err:
-            raise TapError(f'Body-unit tap {tap!r} for {type(net).__name__} is out of range or unsupported: {err}') from err
+            raise TapError(f'Body-unit tap {tap!r} for {type(net).__name__} is out of range or unsupported: '
+                           f'{err}') from err
     path, capture_input = (tap[:-3], True) if tap.endswith(':in') else (tap, False)
     modules = dict(net.named_modules())
     if path not in modules or path == '':

@@ -17,9 +17,11 @@ from kdsr_plugins.core.schema import REQUIRED, Field, Schema
 #: One entry of the top-level ``teachers`` list.
 TEACHER_SCHEMA = Schema('teachers[]', (
     Field('name', 'any', REQUIRED, 'teacher name [a-z0-9_]+ (log keys, cached targets target_<name>)'),
-    Field('network', 'mapping', REQUIRED, 'network block of the teacher', dynamic=teacher_network_block, role='network'),
+    Field('network', 'mapping', REQUIRED, 'network block of the teacher', dynamic=teacher_network_block,
+          role='network'),
     Field('pretrain', 'str', None, 'teacher checkpoint (required for training)'),
-    Field('param_key', 'str', 'params', 'key of the weights in the checkpoint (type auto: default auto)', nullable=True),
+    Field('param_key', 'str', 'params', 'key of the weights in the checkpoint (type auto: default auto)',
+          nullable=True),
     Field('strict_load', 'bool', True, 'load strictly'),
 ), doc='One frozen teacher; the list order is the canonical teacher order.')
 TEACHER_ENTRY_KEYS = tuple(TEACHER_SCHEMA.keys)

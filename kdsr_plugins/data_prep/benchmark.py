@@ -11,7 +11,8 @@ Both LR namings are supported: the one found on disk is detected and returned as
 EDSR naming and are always lossless PNG, whatever the HR format. BasicSR's disk backend pairs
 ``<tmpl(stem)><ext of the GT file>``, so a set whose HR folder holds other formats (JPEG, ...)
 gets a lossless copy ``<Set>/HR_png/<stem>.png`` (the pixels ``cv2.IMREAD_COLOR`` decodes, which
-is what BasicSR reads) when its LR is generated; that folder is then the set's ``dataroot_gt``. HR images need not be mod-cropped: LR is made from the mod-cropped HR, and
+is what BasicSR reads) when its LR is generated; that folder is then the set's ``dataroot_gt``.
+HR images need not be mod-cropped: LR is made from the mod-cropped HR, and
 ``PairedImageDataset`` crops GT to ``LQ size x scale`` (top-left, same as mod-crop) in the
 val/test phase, so the plain ``HR`` folder serves every scale.
 """

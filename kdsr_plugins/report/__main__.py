@@ -73,7 +73,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     e = p.add_argument_group('efficiency (params, GFLOPs, peak memory, CPU latency of students and teachers)')
     e.add_argument('--efficiency-opt', nargs='+', default=[], metavar='YML',
                    help='option YAMLs whose network_g and network_t / teachers are measured (efficiency.md)')
-    e.add_argument('--efficiency-lr', type=parse_size, metavar='WxH', help='LR size of the counts (default 1280x720 / scale)')
+    e.add_argument('--efficiency-lr', type=parse_size, metavar='WxH',
+                   help='LR size of the counts (default 1280x720 / scale)')
     e.add_argument('--efficiency-latency-lr', type=parse_size, metavar='WxH',
                    help='LR size of the latency runs (default: --efficiency-lr)')
     e.add_argument('--efficiency-repeats', type=int, default=5, help='timed forwards per network; 0: no latency')

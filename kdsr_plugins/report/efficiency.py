@@ -172,10 +172,11 @@ def option_networks(opt_path: str) -> list[tuple[str, str, Callable[[], nn.Modul
             pad_multiple(student_opt), scale)]
     if 'network_t' in opt or opt.get('teachers') is not None:
         for spec in parse_teacher_specs(opt):
-            if is_auto(spec.network_opt):
-                build = (lambda s=spec: build_teacher_network(s, scale, student_opt))
-            else:
-                build = (lambda s=spec: build_network(copy.deepcopy(s.network_opt)))
+            def build(s=spec) -> nn.Module:
+                if is_auto(s.network_opt):
+                    return build_teacher_network(s, scale, student_opt)
+                return build_network(copy.deepcopy(s.network_opt))
+
             out.append((spec.name, 'teacher', build, pad_multiple(spec.network_opt), scale))
     return out
 

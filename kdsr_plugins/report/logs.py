@@ -23,9 +23,11 @@ from dataclasses import dataclass, field
 
 _RECORD = re.compile(r'^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2},\d{3} [A-Z]+: ')
 _VALIDATION = re.compile(r'INFO: Validation (?P<dataset>.+?)\s*$')
-_METRIC = re.compile(r'^\t # (?P<metric>[^:\s]+): (?P<value>\S+?)(?:\tBest: (?P<best>\S+) @ (?P<best_iter>\S+) iter)?\s*$')
+_METRIC = re.compile(r'^\t # (?P<metric>[^:\s]+): (?P<value>\S+?)'
+                     r'(?:\tBest: (?P<best>\S+) @ (?P<best_iter>\S+) iter)?\s*$')
 _PROGRESS = re.compile(r'\[epoch:\s*-?\d+, iter:\s*(?P<iter>[\d,]+), lr:')
-_START = re.compile(r'(?:Start training from epoch: \d+, iter: |Resuming training from epoch: \d+, iter: )(?P<iter>\d+)')
+_START = re.compile(r'(?:Start training from epoch: \d+, iter: |Resuming training from epoch: \d+, iter: )'
+                    r'(?P<iter>\d+)')
 _END = 'End of training.'
 _OPTION = r'^\s+{key}: (?P<value>[-+\d.eE]+)\s*$'
 

@@ -90,7 +90,8 @@ def mean_std(values: list[float]) -> tuple[float, float | None]:
 
 def build_groups(experiments: dict[str, TrainLog], results: dict[str, TestResult],
                  group_by: str = DEFAULT_GROUP_BY, teacher_re: str = DEFAULT_TEACHER_RE, include: str | None = None,
-                 exclude: str | None = None, labels: dict[str, str] | None = None) -> tuple[dict[str, Group], list[str]]:
+                 exclude: str | None = None,
+                 labels: dict[str, str] | None = None) -> tuple[dict[str, Group], list[str]]:
     """Pair training and test runs by (method, seed) and group them by method.
 
     Args:

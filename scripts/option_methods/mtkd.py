@@ -152,7 +152,8 @@ def generate() -> dict:
         stage1(4, 'MTKD_DCTSwin_x4_edsr_swinir_rcan_cached'), {n: f'{cache}/{n}.lmdb' for n in TEACHER_ORDER})
     out['options/train/MTKD/train_MTKD_EDSRbl_x4_cached.yml'] = _cached(
         stage2('EDSRbl', 4, 'MTKD_EDSRbl_x4_cached'), f'{cache}/aggregator.lmdb')
-    public = {'network': aggregator(4, 'mean255'), 'pretrain': 'experiments/pretrained_models/MTKD/DCTSwinx4_public.pth',
+    public = {'network': aggregator(4, 'mean255'),
+              'pretrain': 'experiments/pretrained_models/MTKD/DCTSwinx4_public.pth',
               'param_key': 'params_ema', 'strict_load': True, 'format': 'public_mtkd',
               'teacher_order': list(TEACHER_ORDER), 'teacher_order_check': 'error'}
     out['options/train/MTKD/train_MTKD_EDSRbl_x4_public_aggregator.yml'] = stage2(

@@ -71,7 +71,8 @@ def test_non_finite_loss_stops_with_iteration_named(tmp_path, teacher_ckpt):
 @pytest.mark.parametrize('change, error, match', [
     (dict(teacher_path='missing.pth'), CheckpointError, 'not found'),
     (dict(param_key_t='params_xyz'), CheckpointError, r"param_key 'params_xyz' not found.*\['params'\]"),
-    (dict(teacher=edsr(32, 2)), CheckpointError, r'shape of body.0.conv1.weight: checkpoint \(16, 16, 3, 3\) vs network \(32, 32, 3, 3\)'),
+    (dict(teacher=edsr(32, 2)), CheckpointError,
+     r'shape of body.0.conv1.weight: checkpoint \(16, 16, 3, 3\) vs network \(32, 32, 3, 3\)'),
     (dict(teacher=edsr(16, 2, scale=4)), ValueError, 'upscales x4'),
     (dict(teacher_path=None), ValueError, 'has no checkpoint'),
 ])

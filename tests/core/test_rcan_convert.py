@@ -14,14 +14,21 @@ from kdsr_testutils import ROOT, rcan
 def official_state(scale, num_group=2, num_block=2, feat=16, seed=0):
     """An official-RCAN-named state dict, written from the official layout independently of the converter."""
     g = torch.Generator().manual_seed(seed)
-    conv = lambda o, i, k=3: {'weight': torch.randn(o, i, k, k, generator=g), 'bias': torch.randn(o, generator=g)}
     sd = {}
+
+    def conv(o, i, k=3):
+        return {'weight': torch.randn(o, i, k, k, generator=g), 'bias': torch.randn(o, generator=g)}
+
     def put(prefix, params):
         sd.update({f'{prefix}.{k}': v for k, v in params.items()})
-    put('sub_mean', conv(3, 3, 1)); put('add_mean', conv(3, 3, 1)); put('head.0', conv(feat, 3))
+
+    put('sub_mean', conv(3, 3, 1))
+    put('add_mean', conv(3, 3, 1))
+    put('head.0', conv(feat, 3))
     for gi in range(num_group):
         for b in range(num_block):
-            put(f'body.{gi}.body.{b}.body.0', conv(feat, feat)); put(f'body.{gi}.body.{b}.body.2', conv(feat, feat))
+            put(f'body.{gi}.body.{b}.body.0', conv(feat, feat))
+            put(f'body.{gi}.body.{b}.body.2', conv(feat, feat))
             put(f'body.{gi}.body.{b}.body.3.conv_du.0', conv(feat // 4, feat, 1))
             put(f'body.{gi}.body.{b}.body.3.conv_du.2', conv(feat, feat // 4, 1))
         put(f'body.{gi}.body.{num_block}', conv(feat, feat))

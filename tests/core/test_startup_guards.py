@@ -151,5 +151,6 @@ def test_entry_point_prints_one_error_line_and_exits_2(workdir, demo_data):
     proc = subprocess.run([sys.executable, '-m', 'kdsr_plugins.train', '-opt', yml], cwd=workdir, capture_output=True,
                           text=True, timeout=300)
     assert proc.returncode == 2, proc.stderr[-2000:]
-    assert "No object named 'EDSRR' found in 'arch' registry!" in proc.stderr and 'error: ' in proc.stderr  # after BasicSR's log lines
+    # after BasicSR's log lines
+    assert "No object named 'EDSRR' found in 'arch' registry!" in proc.stderr and 'error: ' in proc.stderr
     assert 'Traceback' not in proc.stderr and not osp.exists(workdir / 'experiments')

@@ -405,7 +405,8 @@ def test_photo_set_from_manifest(tmp_path):
                        'resize_to': [300, 300] if f == 'astronaut.png' else None})
     man = _photo_manifest(tmp_path, photos)
     out = build_photo_set(man, str(tmp_path / 'photos'), progress=False)
-    assert out['counts'] == {'train': 1, 'val': 1, 'test': 1} and out['num_train_subimages'] == 16  # 0, 96, 192, 204 per axis
+    assert out['counts'] == {'train': 1, 'val': 1, 'test': 1}
+    assert out['num_train_subimages'] == 16  # 0, 96, 192, 204 per axis
     assert check_paired_lmdb(out['train_gt_lmdb'], out['train_lq_lmdb']['4'], 4)[0] == 'astronaut_s001'
     hr = cv2.imread(str(tmp_path / 'photos' / 'test' / 'HR' / 'rocket.png'))
     assert hr.shape == (420, 636, 3)  # 427x640 cropped to multiples of 12

@@ -115,7 +115,8 @@ def test_missing_extra_and_bad_checkpoint_messages(tmp_path, monkeypatch, capsys
 def test_module_entry_point(tmp_path):
     yml, _ = _test_yml(tmp_path, 'EDSR')
     proc = subprocess.run([sys.executable, '-m', 'kdsr_plugins.export', '-opt', yml, '--format', 'safetensors',
-                           '--out', str(tmp_path / 'w.safetensors')], capture_output=True, text=True, timeout=300, check=False,
+                           '--out', str(tmp_path / 'w.safetensors')], capture_output=True, text=True, timeout=300,
+                          check=False,
                           env={**__import__('os').environ, 'PYTHONPATH': REPO})
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert osp.isfile(tmp_path / 'w.safetensors') and 'weights (params_ema' in proc.stdout

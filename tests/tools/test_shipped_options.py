@@ -70,7 +70,9 @@ def test_yaml_names_registered_classes_and_paper_metrics(path):
 def test_paper_pair_networks_build_with_expected_sizes(family):
     opt = load(osp.join(ROOT, 'options', 'train', 'KD', f'train_KD_{family}_x4' + {
         'EDSR': 'c256b32_c64b32', 'RCAN': 'g10b20_g10b6', 'SwinIR': 'e180d6_e60d4'}[family] + '.yml'))
-    count = lambda net_opt: sum(p.numel() for p in build_network(dict(net_opt)).parameters()) / 1e6
+    def count(net_opt):
+        return sum(p.numel() for p in build_network(dict(net_opt)).parameters()) / 1e6
+
     expected = {'EDSR': (43.09, 2.70), 'RCAN': (15.59, 5.17), 'SwinIR': (11.90, 1.24)}[family]
     assert count(opt['network_t']) == pytest.approx(expected[0], abs=0.01)
     assert count(opt['network_g']) == pytest.approx(expected[1], abs=0.01)

@@ -111,7 +111,7 @@ def zoom_in_positions(scale: int, patch_size: int, n: int = 1, crop: str = 'grid
         return [((c // scale) * patch_size, (c % scale) * patch_size) for c in cells]
     high = (scale - 1) * patch_size + 1
     offs = torch.randint(0, high, (n, 2), generator=generator).tolist()
-    return [(int(t), int(l)) for t, l in offs]
+    return [(int(top), int(left)) for top, left in offs]
 
 
 def zoom_in_samples(gt: Tensor, scale: int, n: int = 1, crop: str = 'grid',
@@ -138,7 +138,7 @@ def zoom_in_samples(gt: Tensor, scale: int, n: int = 1, crop: str = 'grid',
         raise ValueError(f'gt patch size {side} is not divisible by scale {scale}')
     p = side // scale
     positions = zoom_in_positions(scale, p, n, crop, generator)
-    tiles = torch.cat([gt[..., t:t + p, l:l + p] for t, l in positions], dim=0)
+    tiles = torch.cat([gt[..., top:top + p, left:left + p] for top, left in positions], dim=0)
     return ZoomInSamples(tiles, positions)
 
 

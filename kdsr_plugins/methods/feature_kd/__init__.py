@@ -1,1 +1,4 @@
-"""FitNet, AT, FAKD and RKD feature distillation (baselines): ``FeatureKDModel`` and its losses. See docs/feature_kd.md."""
+"""FitNet, AT, FAKD and RKD feature distillation (baselines): ``FeatureKDModel`` and its losses.
+
+See docs/feature_kd.md.
+"""

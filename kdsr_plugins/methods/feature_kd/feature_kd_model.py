@@ -406,9 +406,9 @@ class FeatureKDModel(KDModel):
         if teacher.padding(patch, patch) != (0, 0):
             req = teacher.size_requirements
             raise ValueError(f'Feature KD from the auto teacher {teacher.arch} ({teacher.path!r}): the LR training '
-                             f'patch {patch} (gt_size {gt_size}) would be padded by the teacher (minimum {req.minimum}, '
-                             f'multiple of {req.multiple_of}), so its features would not match the student\'s; use a '
-                             'larger gt_size.')
+                             f'patch {patch} (gt_size {gt_size}) would be padded by the teacher (minimum '
+                             f'{req.minimum}, multiple of {req.multiple_of}), so its features would not match the '
+                             'student\'s; use a larger gt_size.')
 
     @torch.no_grad()
     def _probe_features(self, teacher: nn.Module, student: nn.Module) -> tuple[list[Tensor], list[Tensor]]:

@@ -151,14 +151,16 @@ def resolve_positions(net: nn.Module, spec: Sequence[int | str], what: str) -> l
             matches = [i for i in range(n) if unit_module_path(net, i) == v]
             if not matches:
                 raise ValueError(f'train.mipkd_opt.{what}: {v!r} is not a body unit of {type(net).__name__}; valid: '
-                                 f'indices 0..{n - 1} or paths {unit_module_path(net, 0)}..{unit_module_path(net, n - 1)}')
+                                 f'indices 0..{n - 1} or paths '
+                                 f'{unit_module_path(net, 0)}..{unit_module_path(net, n - 1)}')
             idx = matches[0]
         if not -n <= idx < n:
             raise ValueError(f'train.mipkd_opt.{what}: unit {v!r} out of range for {type(net).__name__} with {n} '
                              f'body units')
         out.append(idx % n)
     if any(b <= a for a, b in zip(out, out[1:])):
-        raise ValueError(f'train.mipkd_opt.{what}: positions must be strictly increasing, got {out} (from {list(spec)})')
+        raise ValueError(f'train.mipkd_opt.{what}: positions must be strictly increasing, got {out} '
+                         f'(from {list(spec)})')
     return out
 
 
@@ -242,9 +244,9 @@ class MiPKDModel(KDModel):
         bare_t, bare_s = self.net_t, self.get_bare_model(self.net_g)
         if isinstance(bare_t, SpandrelTeacher):
             raise ValueError(f'MiPKDModel runs the teacher stage by stage and has stage runners for '
-                             f'{", ".join(supported_arch_names())} only; the auto (spandrel) teacher {bare_t.arch} from '
-                             f'{bare_t.path!r} has none. Use logits KD, DUKD, MTKD or a feature method with module-path '
-                             'taps for it (docs/auto_teachers.md).')
+                             f'{", ".join(supported_arch_names())} only; the auto (spandrel) teacher {bare_t.arch} '
+                             f'from {bare_t.path!r} has none. Use logits KD, DUKD, MTKD or a feature method with '
+                             'module-path taps for it (docs/auto_teachers.md).')
         n_t, n_s = num_units(bare_t), num_units(bare_s)
         if o.positions_t is None and o.positions_s is None:
             k = min(4, n_t, n_s)

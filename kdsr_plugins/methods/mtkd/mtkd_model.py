@@ -69,7 +69,8 @@ class _MTKDBase(KDModel):
                 b, _, h, w = x.shape
                 expected = (b, 3, h * int(self.opt['scale']), w * int(self.opt['scale']))
                 if tuple(cached.shape) != expected:
-                    raise ValueError(f'Cached output of teacher {name!r} is {tuple(cached.shape)}, expected {expected}.')
+                    raise ValueError(f'Cached output of teacher {name!r} is {tuple(cached.shape)}, expected '
+                                     f'{expected}.')
                 outs.append(cached)
             else:
                 outs.append(self.teacher_sr(x, name))

@@ -57,7 +57,7 @@ def ref_student(net, x, subsets=None, official=False):
 
 def ref_tiles(gt, positions, patch):
     """Tile-major zoom-in batch: tiles[k*B + b] = crop k of image b."""
-    return torch.cat([gt[:, :, t:t + patch, l:l + patch] for t, l in positions], dim=0)
+    return torch.cat([gt[:, :, top:top + patch, left:left + patch] for top, left in positions], dim=0)
 
 
 def ref_zoom_out(lq, scale):
@@ -177,7 +177,7 @@ def test_total_loss_equals_hand_assembled_sum(tmp_path, scale, n, lc_on, crop, r
     positions = model.last_draws['zoom_in_positions']
     assert len(positions) == n
     if crop == 'grid':
-        assert all(t % patch == 0 and l % patch == 0 for t, l in positions)
+        assert all(top % patch == 0 and left % patch == 0 for top, left in positions)
         assert len(set(positions)) == n
     plans = {g: fixed_plans({'original': 3, 'zoom_in': 7, 'zoom_out': 11})(b, g, 'cpu').subsets()
              for g, b in (('original', 2), ('zoom_in', 2 * n), ('zoom_out', 2))}

@@ -182,7 +182,7 @@ def test_each_loss_term_equals_hand_computed_value(tmp_path, mode, k_star, route
         mx = bank.mixers
         z_t = [conv_stack(m.enc_t, f) for m, f in zip(mx, f_t)]
         z_s = [conv_stack(m.enc_s, f) for m, f in zip(mx, f_s)]
-        z_mix = [torch.where(I, a, b) for I, a, b in zip(plan.masks, z_t, z_s)]
+        z_mix = [torch.where(mask, a, b) for mask, a, b in zip(plan.masks, z_t, z_s)]
         f_hat = [conv_stack(m.dec, z) for m, z in zip(mx, z_mix)]
         mean = lambda a, b: (a - b).abs().mean().item()  # noqa: E731
         expect = {

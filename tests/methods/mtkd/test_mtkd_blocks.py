@@ -42,18 +42,18 @@ def np_dct2_block(x, ortho=False):
     n, m = x.shape
     out = np.zeros((n, m))
     for k in range(n):
-        for l in range(m):
+        for q in range(m):
             acc = 0.0
             for i in range(n):
                 for j in range(m):
                     acc += x[i, j] * math.cos(math.pi * k * (2 * i + 1) / (2 * n)) * math.cos(
-                        math.pi * l * (2 * j + 1) / (2 * m))
+                        math.pi * q * (2 * j + 1) / (2 * m))
             if ortho:
                 ck = math.sqrt((1 if k == 0 else 2) / n)
-                cl = math.sqrt((1 if l == 0 else 2) / m)
-                out[k, l] = ck * cl * acc
+                cq = math.sqrt((1 if q == 0 else 2) / m)
+                out[k, q] = ck * cq * acc
             else:
-                out[k, l] = 4.0 * acc
+                out[k, q] = 4.0 * acc
     return out
 
 
