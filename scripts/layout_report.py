@@ -4,7 +4,9 @@ Usage: python scripts/layout_report.py [--json]
 
 Prints, from the source alone (nothing is imported): files and lines per top-level area and per
 method folder, the largest function, import cycles among ``kdsr_plugins`` modules, imports from
-one method folder into another, and the longest import chain from an entry point
+one method folder into another, imports from the lower layers into the layers above them (``core``
+into a method, ``core`` into ``data_prep`` / ``tools`` / ``report`` / ``demo`` / the entry-point
+modules, ``compat`` into anything else of the package), and the longest import chain from an entry point
 (``train``, ``test``, ``__main__``, ``data_prep.__main__``, ``report.__main__``, ``demo.__main__``,
 ``tools.*``) down to the lowest module. The registration that ``import kdsr_plugins`` performs
 (package -> registration -> core / methods) is not counted as an edge of the entry point.
@@ -101,6 +103,10 @@ def area(mod: str) -> str:
     return parts[1] if len(parts) > 1 else 'package'
 
 
+#: Areas each lower layer may import from (anything else of the package is an upward import).
+ALLOWED_BELOW = {'compat': ('compat',), 'core': ('core', 'compat')}
+
+
 def largest_functions(modules: dict[str, str], n: int = 3) -> list[tuple[int, str]]:
     sizes = []
     for name, path in modules.items():
@@ -122,6 +128,8 @@ def report() -> dict:
                    if method_of(a) and method_of(b) and method_of(a) != method_of(b))
     core_to_methods = sorted((a, b) for a, deps in graph.items() for b in deps
                              if area(a) in ('core', 'compat') and area(b) == 'methods')
+    upward = sorted((a, b) for a, deps in graph.items() for b in deps
+                    if area(a) in ALLOWED_BELOW and area(b) not in ALLOWED_BELOW[area(a)] and area(b) != 'methods')
     sizes: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     for m, p in modules.items():
         key = f'methods/{method_of(m)}' if method_of(m) else area(m)
@@ -144,7 +152,7 @@ def report() -> dict:
     return {'files_lines': {k: {'files': v[0], 'lines': v[1]} for k, v in sorted(sizes.items())},
             'largest_functions': [{'lines': n, 'function': f} for n, f in largest_functions(modules)],
             'cycles': find_cycles(graph), 'method_to_method_imports': cross,
-            'core_to_method_imports': core_to_methods,
+            'core_to_method_imports': core_to_methods, 'upward_imports': upward,
             'longest_import_chain': chain, 'import_layers_below_entry_points': max(len(chain) - 1, 0)}
 
 
@@ -164,6 +172,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f'import cycles: {rep["cycles"] or "none"}')
     print(f'method -> method imports: {rep["method_to_method_imports"] or "none"}')
     print(f'core/compat -> method imports: {rep["core_to_method_imports"] or "none"}')
+    print(f'core -> data_prep/tools/report/demo/entry points, compat -> package imports: '
+          f'{rep["upward_imports"] or "none"}')
     print(f'longest import chain from an entry point: {" -> ".join(rep["longest_import_chain"])} '
           f'({rep["import_layers_below_entry_points"]} layers below the entry point)')
     return 0

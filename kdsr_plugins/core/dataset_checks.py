@@ -22,6 +22,9 @@ from typing import Any
 
 from basicsr.utils import get_root_logger
 
+from kdsr_plugins.core.image_files import IMG_EXTS, image_shape, preview
+from kdsr_plugins.core.lmdb_io import LmdbCheckError, check_lmdb
+
 #: Dataset types reading a GT/LQ pair (BasicSR LMDBs with identical keys, or two folders).
 PAIRED_LMDB_TYPES = ('PairedImageDataset', 'KDCachedTargetDataset')
 #: Dataset types reading one LQ folder or LMDB.
@@ -103,7 +106,6 @@ def _check_scale_ratio(where: str, pairs: Sequence[tuple[str, tuple[int, ...], t
                 other.add(gh // lh)
     if not bad:
         return
-    from kdsr_plugins.data_prep.files import preview
 
     if training:
         relation = 'is not'
@@ -127,8 +129,6 @@ def check_paired_lmdb_opt(dataset_opt: Mapping[str, Any]) -> None:
         DatasetOptionError: Naming the dataset block, the folders and the first offending keys.
     """
     gt, lq = dataset_opt.get('dataroot_gt'), dataset_opt.get('dataroot_lq')
-    from kdsr_plugins.data_prep.files import preview
-    from kdsr_plugins.data_prep.lmdb_tools import LmdbCheckError, check_lmdb
 
     phase = str(dataset_opt.get('phase', '?'))
     where = _where(dataset_opt)
@@ -155,7 +155,6 @@ def check_paired_lmdb_opt(dataset_opt: Mapping[str, Any]) -> None:
 def _check_gt_size(dataset_opt: Mapping[str, Any], where: str, gt: str, gt_shapes: Mapping[str, tuple[int, ...]],
                    total: int) -> None:
     """Every (checked) GT image is at least ``gt_size``; warn when ``gt_size`` is not a multiple of ``scale``."""
-    from kdsr_plugins.data_prep.files import preview
 
     gt_size, scale = dataset_opt.get('gt_size'), int(dataset_opt.get('scale') or 0)
     if not gt_size:
@@ -188,7 +187,6 @@ def _check_folder_images(where: str, key: str, folder: str) -> list[str]:
     Returns:
         Sorted file names (BasicSR's ``scandir``: files directly inside, hidden ones skipped).
     """
-    from kdsr_plugins.data_prep.files import IMG_EXTS, preview
 
     if not osp.isdir(folder):
         raise DatasetOptionError(f'{where}: {key} {folder!r} is not a folder (relative paths are resolved from the '
@@ -207,7 +205,6 @@ def _check_folder_images(where: str, key: str, folder: str) -> list[str]:
 
 
 def _image_shape(path: str) -> tuple[int, int, int]:
-    from kdsr_plugins.data_prep.files import image_shape
 
     try:
         return image_shape(path)
@@ -224,7 +221,6 @@ def check_paired_folder_opt(dataset_opt: Mapping[str, Any]) -> None:
     Raises:
         DatasetOptionError: Naming the dataset block, the folders and the offending files.
     """
-    from kdsr_plugins.data_prep.files import preview
 
     where = _where(dataset_opt)
     gt, lq = str(dataset_opt['dataroot_gt']), str(dataset_opt['dataroot_lq'])
@@ -254,7 +250,6 @@ def check_paired_folder_opt(dataset_opt: Mapping[str, Any]) -> None:
 
 
 def _check_single_lmdb(dataset_opt: Mapping[str, Any]) -> None:
-    from kdsr_plugins.data_prep.lmdb_tools import LmdbCheckError, check_lmdb
 
     lq = str(dataset_opt['dataroot_lq'])
     try:

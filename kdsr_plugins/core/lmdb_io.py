@@ -12,7 +12,8 @@ Key rule (see ``docs/core.md``, "LMDB and meta_info.txt"): the key of a line is
 non-empty ASCII without dots or whitespace (:func:`is_valid_key`). Blank lines are skipped; BasicSR
 would read one as the empty key, so :class:`LmdbWriter` never writes one. Every reader of a
 ``meta_info.txt`` in this package goes through :func:`read_meta_info`, every writer through
-:class:`LmdbWriter`.
+:class:`LmdbWriter`, every validation of a whole LMDB (start-up data checks, ``check-lmdb``) through
+:func:`check_lmdb`.
 """
 from __future__ import annotations
 
@@ -23,11 +24,15 @@ import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+import cv2
 import lmdb
+import numpy as np
 
-__all__ = ['META_INFO_FILE', 'MIN_MAP_SIZE', 'LmdbCheckError', 'LmdbWriter', 'MetaEntry', 'estimate_map_size',
-           'format_meta_line', 'is_valid_key', 'meta_info_key', 'meta_info_keys', 'meta_info_shapes', 'parse_meta_line',
-           'read_meta_info']
+from kdsr_plugins.core.image_files import preview
+
+__all__ = ['META_INFO_FILE', 'MIN_MAP_SIZE', 'LmdbCheckError', 'LmdbWriter', 'MetaEntry', 'check_lmdb',
+           'estimate_map_size', 'format_meta_line', 'is_valid_key', 'meta_info_key', 'meta_info_keys',
+           'meta_info_shapes', 'parse_meta_line', 'read_meta_info']
 
 META_INFO_FILE = 'meta_info.txt'
 MIN_MAP_SIZE = 64 << 20
@@ -230,3 +235,82 @@ class LmdbWriter:
             self.abort()
         elif self._env is not None:
             self.close()
+
+
+def _open_checked(lmdb_path: str) -> lmdb.Environment:
+    """Open read-only, verifying first that data.mdb is not truncated (a read past its end is SIGBUS)."""
+    data_path = osp.join(lmdb_path, 'data.mdb')
+    try:
+        env = lmdb.open(lmdb_path, readonly=True, lock=False, readahead=False, meminit=False)
+    except lmdb.Error as e:
+        raise LmdbCheckError(f'corrupt LMDB {lmdb_path}: {e}') from e
+    needed = (env.info()['last_pgno'] + 1) * env.stat()['psize']
+    size = osp.getsize(data_path)
+    if size < needed:
+        env.close()
+        raise LmdbCheckError(f'corrupt LMDB {lmdb_path}: data.mdb is truncated ({size} bytes, needs {needed})')
+    return env
+
+
+def check_lmdb(lmdb_path: str | os.PathLike, decode: bool = True,
+               sample: int | None = None) -> dict[str, tuple[int, int, int]]:
+    """Validate a BasicSR-format LMDB.
+
+    Checks: the folder name ends in ``.lmdb``; ``data.mdb`` and ``meta_info.txt`` exist; the
+    database opens and is not truncated; every meta key is stored; with ``decode``, every value
+    decodes as an image of the shape listed in ``meta_info.txt``.
+
+    Args:
+        lmdb_path: The ``.lmdb`` folder.
+        decode: Also decode every value (slower; otherwise only presence is checked).
+        sample: With ``decode``, decode only this many values, evenly spread over the keys (first
+            and last included); every key's presence is still checked.
+
+    Returns:
+        ``{key: (h, w, c)}`` from ``meta_info.txt``.
+
+    Raises:
+        LmdbCheckError: (a ``ValueError``) naming the first problem found.
+    """
+    lmdb_path = os.fspath(lmdb_path).rstrip('/\\')
+    if not lmdb_path.endswith('.lmdb'):
+        raise LmdbCheckError(f"not an LMDB folder (name must end in '.lmdb'): {lmdb_path}")
+    if not osp.isdir(lmdb_path):
+        raise LmdbCheckError(f'LMDB folder not found: {lmdb_path}')
+    if not osp.isfile(osp.join(lmdb_path, 'data.mdb')):
+        raise LmdbCheckError(f'missing data.mdb in {lmdb_path}')
+    shapes = meta_info_shapes(lmdb_path)
+    env = _open_checked(lmdb_path)
+    try:
+        missing, bad_decode, bad_shape = [], [], []
+        keys = list(shapes)
+        if decode and sample is not None and len(keys) > sample:
+            step = (len(keys) - 1) / max(1, sample - 1)
+            to_decode = {keys[round(i * step)] for i in range(sample)}
+        else:
+            to_decode = set(keys) if decode else set()
+        with env.begin(write=False) as txn:
+            for key, shape in shapes.items():
+                value = txn.get(key.encode('ascii'))
+                if value is None:
+                    missing.append(key)
+                    continue
+                if key in to_decode:
+                    img = cv2.imdecode(np.frombuffer(value, np.uint8), cv2.IMREAD_UNCHANGED)
+                    if img is None:
+                        bad_decode.append(key)
+                        continue
+                    got = (img.shape[0], img.shape[1], 1 if img.ndim == 2 else img.shape[2])
+                    if got != shape:
+                        bad_shape.append(f'{key} {got} vs meta {shape}')
+    except lmdb.Error as e:
+        raise LmdbCheckError(f'corrupt LMDB {lmdb_path}: {e}') from e
+    finally:
+        env.close()
+    if missing:
+        raise LmdbCheckError(f'meta_info.txt keys missing from the LMDB {lmdb_path}: {preview(missing)}')
+    if bad_decode:
+        raise LmdbCheckError(f'corrupt LMDB {lmdb_path}: values do not decode as images: {preview(bad_decode)}')
+    if bad_shape:
+        raise LmdbCheckError(f'image shapes differ from meta_info.txt in {lmdb_path}: {preview(bad_shape, 3)}')
+    return shapes

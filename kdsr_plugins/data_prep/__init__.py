@@ -3,6 +3,7 @@
 Command line: ``python -m kdsr_plugins.data_prep {demo,div2k,benchmark,photos,check-lmdb} ...``
 (see ``datasets/README.md``). Importing this package imports ``kdsr_plugins`` (and BasicSR) first.
 """
+from kdsr_plugins.core.lmdb_io import LmdbCheckError, check_lmdb  # part of the data_prep API
 from kdsr_plugins.data_prep.benchmark import (
                                               BENCHMARK_SETS,
                                               benchmark_dataset_opt,
@@ -14,7 +15,7 @@ from kdsr_plugins.data_prep.benchmark import (
 from kdsr_plugins.data_prep.degrade import bicubic_downsample, modcrop
 from kdsr_plugins.data_prep.demo import build_demo_dataset
 from kdsr_plugins.data_prep.div2k import prepare_div2k, subimage_grid, subimage_positions
-from kdsr_plugins.data_prep.lmdb_tools import LmdbCheckError, check_lmdb, check_paired_lmdb, write_lmdb
+from kdsr_plugins.data_prep.lmdb_tools import check_paired_lmdb, write_lmdb
 from kdsr_plugins.data_prep.photos import build_photo_set
 
 __all__ = [

@@ -11,10 +11,11 @@ import sys
 
 import yaml
 
+from kdsr_plugins.core.lmdb_io import check_lmdb
 from kdsr_plugins.data_prep.benchmark import BENCHMARK_SETS, prepare_benchmark
 from kdsr_plugins.data_prep.demo import build_demo_dataset
 from kdsr_plugins.data_prep.div2k import prepare_div2k
-from kdsr_plugins.data_prep.lmdb_tools import check_lmdb, check_paired_lmdb
+from kdsr_plugins.data_prep.lmdb_tools import check_paired_lmdb
 from kdsr_plugins.data_prep.photos import build_photo_set
 
 USER_ERRORS = (FileNotFoundError, FileExistsError, NotADirectoryError, PermissionError, ValueError, ImportError)

@@ -25,16 +25,9 @@ from collections.abc import Sequence
 import cv2
 from tqdm import tqdm
 
+from kdsr_plugins.core.image_files import image_shape, preview
 from kdsr_plugins.data_prep.degrade import bicubic_downsample, modcrop
-from kdsr_plugins.data_prep.files import (
-    guard_outputs,
-    image_shape,
-    list_images,
-    non_image_files,
-    preview,
-    read_image,
-    write_png,
-)
+from kdsr_plugins.data_prep.files import guard_outputs, list_images, non_image_files, read_image, write_png
 
 BENCHMARK_SETS = ('Set5', 'Set14', 'B100', 'Urban100', 'Manga109')
 

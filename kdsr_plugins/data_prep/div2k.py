@@ -41,16 +41,9 @@ from multiprocessing import Pool
 import cv2
 from tqdm import tqdm
 
+from kdsr_plugins.core.image_files import IMG_EXTS, image_shape, preview
 from kdsr_plugins.data_prep.degrade import bicubic_downsample, modcrop
-from kdsr_plugins.data_prep.files import (
-    IMG_EXTS,
-    guard_outputs,
-    image_shape,
-    list_images,
-    preview,
-    read_image,
-    write_png,
-)
+from kdsr_plugins.data_prep.files import guard_outputs, list_images, read_image, write_png
 from kdsr_plugins.data_prep.lmdb_tools import write_lmdb
 
 HR_DIRNAME = 'DIV2K_train_HR'

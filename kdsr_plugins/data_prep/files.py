@@ -1,21 +1,19 @@
-"""File helpers shared by the data-preparation modules: image listing, header shapes, overwrite guard."""
+"""File helpers of the data-preparation modules: image listing, reading and writing, overwrite guard.
+
+Image extensions, header shapes and the error-message preview live in :mod:`kdsr_plugins.core.image_files`
+(the start-up data checks use them too).
+"""
 from __future__ import annotations
 
 import os
 import os.path as osp
 import shutil
-import struct
 from collections.abc import Iterable, Sequence
 
 import cv2
 import numpy as np
 
-#: Image extensions accepted in input folders (BasicSR's disk backend reads any of them).
-IMG_EXTS = ('.png', '.bmp', '.jpg', '.jpeg', '.tif', '.tiff', '.webp', '.ppm', '.pgm')
-
-_PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
-# PNG colour type -> channels as cv2.IMREAD_UNCHANGED returns them (palette images become BGR).
-_PNG_CHANNELS = {0: 1, 2: 3, 3: 3, 4: 2, 6: 4}
+from kdsr_plugins.core.image_files import IMG_EXTS, PNG_SIGNATURE, image_shape
 
 
 def list_images(folder: str, exts: Sequence[str] = IMG_EXTS) -> list[str]:
@@ -39,40 +37,12 @@ def non_image_files(folder: str, exts: Sequence[str] = IMG_EXTS) -> list[str]:
     return sorted(f for f in os.listdir(folder) if osp.splitext(f)[1].lower() not in exts)
 
 
-def png_header_shape(path: str) -> tuple[int, int, int] | None:
-    """(h, w, c) of a PNG read from its IHDR chunk, without decoding; None if not a PNG.
-
-    ``c`` is the channel count ``cv2.imread(path, cv2.IMREAD_UNCHANGED)`` returns.
-    """
-    with open(path, 'rb') as f:
-        head = f.read(26)
-    if len(head) < 26 or head[:8] != _PNG_SIGNATURE or head[12:16] != b'IHDR':
-        return None
-    width, height = struct.unpack('>II', head[16:24])
-    return height, width, _PNG_CHANNELS.get(head[25], 4)
-
-
-def image_shape(path: str) -> tuple[int, int, int]:
-    """(h, w, c) of an image file: PNG header if possible, otherwise a full decode.
-
-    Raises:
-        ValueError: the file cannot be read as an image.
-    """
-    shape = png_header_shape(path)
-    if shape is not None:
-        return shape
-    img = cv2.imread(path, cv2.IMREAD_UNCHANGED)
-    if img is None:
-        raise ValueError(f'cannot read image: {path}')
-    return (img.shape[0], img.shape[1], 1 if img.ndim == 2 else img.shape[2])
-
-
 def image_nbytes(path: str) -> int:
     """Raw (decoded) size in bytes of an image file, 8-bit assumed for non-PNG files."""
     h, w, c = image_shape(path)
     with open(path, 'rb') as f:
         head = f.read(26)
-    depth_bytes = 2 if head[:8] == _PNG_SIGNATURE and head[24] == 16 else 1
+    depth_bytes = 2 if head[:8] == PNG_SIGNATURE and head[24] == 16 else 1
     return h * w * c * depth_bytes
 
 
@@ -124,12 +94,3 @@ def guard_outputs(paths: Iterable[str], overwrite: bool, hint: str = 'pass overw
         raise FileExistsError(f'output already exists: {", ".join(existing)} ({hint} to rebuild)')
     for p in existing:
         remove_path(p)
-
-
-def preview(items: Sequence[str], n: int = 5) -> str:
-    """Comma-joined first ``n`` items plus a count of the rest, for error messages."""
-    items = list(items)
-    text = ', '.join(str(i) for i in items[:n])
-    if len(items) > n:
-        text += f', ... ({len(items)} in total)'
-    return text

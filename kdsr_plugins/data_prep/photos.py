@@ -46,9 +46,10 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
+from kdsr_plugins.core.image_files import preview
 from kdsr_plugins.data_prep.benchmark import prepare_benchmark
 from kdsr_plugins.data_prep.div2k import prepare_div2k
-from kdsr_plugins.data_prep.files import guard_outputs, preview, write_png
+from kdsr_plugins.data_prep.files import guard_outputs, write_png
 
 SPLITS = ('train', 'val', 'test')
 READ_FLAGS = cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION
