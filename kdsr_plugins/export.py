@@ -52,7 +52,7 @@ class ExportError(RuntimeError):
 class PadCrop(nn.Module):
     """Mirror-pad the input bottom/right to a multiple of ``multiple``, run ``net``, crop to ``scale`` x input.
 
-    The same padding as validation (``docs/kd_core.md``, SwinIR padding), written without Python
+    The same padding as validation (``docs/export.md``, "Export"), written without Python
     branches on sizes so that the traced graph keeps height and width dynamic.
     """
 

@@ -1,4 +1,4 @@
-"""Run under torchrun: train from a YAML, then report what each rank did (tests/test_distributed_all_models.py).
+"""Run under torchrun: train from a YAML, then report what each rank did (tests/core/test_distributed_all_models.py).
 
 Usage: torchrun --nproc_per_node 2 tests/ddp_hardening_check.py -opt X.yml --launcher pytorch --out result.json
 

@@ -1,4 +1,4 @@
-"""``python -m kdsr_plugins.train`` with fault-injection hooks, for tests/test_fault_tolerance.py.
+"""``python -m kdsr_plugins.train`` with fault-injection hooks, for tests/core/test_fault_tolerance.py.
 
 Usage: python tests/fault_train.py -opt X.yml [--auto_resume]   (same arguments as kdsr_plugins.train)
 

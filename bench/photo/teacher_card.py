@@ -14,9 +14,9 @@ Given a BasicSR experiment folder (``experiments/<name>``) and its training opti
    the checksum of the weights and of the data manifest, and the test metrics per image and on
    average. Nothing in the card is typed in by hand.
 
-    python bench/photo/teacher_card.py --exp /work/runs/experiments/photo_teacher_edsr_f48b16_x4 \
+    python bench/photo/teacher_card.py --exp "$RUNS/experiments/photo_teacher_edsr_f48b16_x4" \
         --opt bench/photo/teacher_edsr.yml --name teacher_edsr_f48b16_x4 \
-        --data /work/runs/datasets/photos --out bench/teachers
+        --data "$RUNS/datasets/photos" --out bench/teachers
 
 Use ``--no-weights`` for a card alone (e.g. the scratch-student probe), ``--threads`` to pick
 the torch thread count (default 1).

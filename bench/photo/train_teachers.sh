@@ -3,15 +3,17 @@
 # CPU thread, resumable: rerun the same command in a later session and every run continues from
 # its last training state (--auto_resume); a run whose net_g_latest.pth exists is skipped.
 #
-#   RUNS=/work/runs CODE=/work/runs/code PY=/work/main/.venv/bin/python \
-#     nohup bash bench/photo/train_teachers.sh > /work/runs/train_teachers.log 2>&1 &
+#   RUNS=<runs folder> CODE=<runs folder>/code PY=<checkout>/.venv/bin/python \
+#     nohup bash bench/photo/train_teachers.sh > <runs folder>/train_teachers.log 2>&1 &
+#
+# (bench/photo/README.md, "Commands": the snapshot is made with git archive.)
 #
 # RUNS is the working folder (CWD of BasicSR: datasets/photos and experiments/ live there);
 # CODE a snapshot copy of the repository (so edits elsewhere cannot break a running job);
 # OPTS the option files to run, in order (default: EDSR teacher, scratch-student probe, RCAN teacher:
 # the short probe runs second so the EDSR gap is known before the RCAN run starts).
 set -u
-RUNS=${RUNS:-/work/runs}
+RUNS=${RUNS:?set RUNS to the runs folder (bench/photo/README.md, "Commands")}
 CODE=${CODE:-$RUNS/code}
 PY=${PY:-python}
 OPTS=${OPTS:-"bench/photo/teacher_edsr.yml bench/photo/student_scratch_probe.yml bench/photo/teacher_rcan.yml"}
