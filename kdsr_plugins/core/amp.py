@@ -70,6 +70,23 @@ def to_channels_last(obj: Any) -> Any:
     return obj
 
 
+def native_bf16_cpu() -> bool:
+    """Whether oneDNN runs bfloat16 kernels on this CPU (AVX-512 BF16 / AMX); else convolutions take a slow path."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a torch built without oneDNN
+        return False
+
+
+def slow_precision_warning(mode: str, device_type: str) -> str | None:
+    """The start-up warning of a precision mode that is slower than float32 on this machine, or None."""
+    if mode == 'bf16' and device_type == 'cpu' and not native_bf16_cpu():
+        return ('train.amp: bf16 on a CPU without native bfloat16 (no AVX-512 BF16 / AMX): oneDNN does not run bf16 '
+                'convolutions here and they fall back to a slow path, many times slower than float32 (docs/amp.md, '
+                'Speed); train.amp: off is faster on this machine.')
+    return None
+
+
 class MixedPrecision:
     """Autocast regions, loss scaling and memory format of one model's training step.
 

@@ -23,7 +23,14 @@ from basicsr.utils.registry import MODEL_REGISTRY
 from torch import nn
 from torch.nn.parallel import DataParallel, DistributedDataParallel
 
-from kdsr_plugins.core.amp import AMP_FIELD, CHANNELS_LAST_FIELD, SCALER_STATE_KEY, MixedPrecision, amp_options
+from kdsr_plugins.core.amp import (
+    AMP_FIELD,
+    CHANNELS_LAST_FIELD,
+    SCALER_STATE_KEY,
+    MixedPrecision,
+    amp_options,
+    slow_precision_warning,
+)
 from kdsr_plugins.core.arch_info import mirror_pad, pad_multiple
 from kdsr_plugins.core.checkpoints import (
     CheckpointError,
@@ -291,7 +298,11 @@ class KDModel(SRModel):
         nets = self.amp_networks()
         for label, net in nets.items():
             self.amp.attach(net, convert=label not in ('net_g', 'net_aux'))
-        get_root_logger().info(f'Mixed precision: train.amp {self.amp.mode}, channels_last {self.amp.channels_last} '
+        logger = get_root_logger()
+        slow = slow_precision_warning(self.amp.mode, self.amp.device_type)
+        if slow:
+            logger.warning(slow)
+        logger.info(f'Mixed precision: train.amp {self.amp.mode}, channels_last {self.amp.channels_last} '
                                f'({", ".join(nets)}); losses in float32.')
 
     def warn_noop_keys(self) -> None:

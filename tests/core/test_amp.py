@@ -24,6 +24,7 @@ from kdsr_testutils import (
     mtkd_stage1_opt,
     mtkd_stage2_opt,
     random_batch,
+    run_ddp_check,
     run_train,
     save_random_net,
     train_opt,
@@ -279,3 +280,31 @@ def test_yaml_amp_off_and_bf16_train_through_the_entry_point(workdir, demo_data,
             log = f.read()
         assert ('Mixed precision: train.amp bf16' in log) == (value == 'bf16')
         assert 'l_kd:' in log
+
+
+def test_bf16_on_a_cpu_without_native_bf16_warns(monkeypatch):
+    from kdsr_plugins.core import amp as amp_module
+    monkeypatch.setattr(amp_module, 'native_bf16_cpu', lambda: False)
+    assert 'slow path' in amp_module.slow_precision_warning('bf16', 'cpu')
+    assert amp_module.slow_precision_warning('bf16', 'cuda') is None
+    assert amp_module.slow_precision_warning('off', 'cpu') is None
+    monkeypatch.setattr(amp_module, 'native_bf16_cpu', lambda: True)
+    assert amp_module.slow_precision_warning('bf16', 'cpu') is None
+
+
+# ---------------------------------------------------------------------- DDP
+@pytest.mark.slow
+@pytest.mark.subprocess
+@pytest.mark.ddp
+@pytest.mark.parametrize('model_type', ['KDModel', 'FeatureKDModel'])
+def test_ddp_two_process_bf16_channels_last_identical_ranks(model_type, workdir, demo_data, mtkd_ckpts):
+    """The core's DDP wrapping with bf16 + channels-last (FeatureKDModel: DDP-wrapped FitNet adapters too)."""
+    opt, _ = model_opt(model_type, workdir, mtkd_ckpts, amp='bf16', channels_last=True)
+    opt['datasets'] = train_opt('x', demo_data, None)['datasets']
+    opt.update(name=f'amp_ddp_{model_type}')
+    opt['train']['total_iter'] = 2
+    opt['logger']['save_checkpoint_freq'] = 100
+    result = run_ddp_check(opt, workdir)
+    rank0, rank1 = result['checksums']
+    assert rank0 == rank1
+    assert 'l_kd' in result['log'] and all(v == v for v in result['log'].values())  # logged, finite-ish
