@@ -12,9 +12,15 @@ expected cost per training iteration rather than the cost of whichever draws hap
 GFLOPs per iteration (forward + backward, counted by ``torch.utils.flop_counter``, expectation
 over the draws) give the machine-independent ratio next to the wall-clock one.
 
+Mixed precision (docs/amp.md): ``--amp off,bf16`` and/or ``--channels-last off,on`` measure every
+method once per combination (``train.amp`` / ``train.channels_last`` of the model, through the real
+``optimize_parameters``) and write the step times and bf16 speed-ups to ``--out`` (default
+``bench/results/speed_memory_amp.md`` + ``.json``); GFLOPs are not counted in that mode.
+
 Usage:
     python bench/speed_memory.py [--iters 8] [--warmup 2] [--methods kd,fitnet,...]
         [--out bench/results/speed_memory.md]
+    python bench/speed_memory.py --amp off,bf16 --channels-last off,on --threads 1 [--methods ...]
 """
 from __future__ import annotations
 
@@ -86,7 +92,7 @@ AGGREGATOR = dict(type='MTKDDCTSwin', num_teachers=2, upscale=SCALE, img_size=64
                   depths=[4, 4], num_heads=[6, 6], mlp_ratio=2, num_feat=64)
 
 
-def model_options(method: str, teacher_ckpt: str, root: str) -> dict:
+def model_options(method: str, teacher_ckpt: str, root: str, amp: str = 'off', channels_last: bool = False) -> dict:
     model_type, train_extra, top_extra = METHODS[method]
     top_extra = dict(top_extra)
     mtkd = top_extra.pop('mtkd', False)
@@ -97,6 +103,8 @@ def model_options(method: str, teacher_ckpt: str, root: str) -> dict:
            'train': {'ema_decay': 0.999, 'optim_g': {'type': 'Adam', 'lr': 1e-4, 'betas': [0.9, 0.99]},
                      'scheduler': {'type': 'MultiStepLR', 'milestones': [10 ** 6], 'gamma': 0.5},
                      'total_iter': 100, 'pixel_opt': L1, **deepcopy(train_extra)}}
+    if amp != 'off' or channels_last:  # else the option dict of speed_memory.md, unchanged
+        opt['train'].update(amp=amp, channels_last=channels_last)
     opt.update(deepcopy(top_extra))
     if mtkd:  # two teachers + a frozen aggregator; with cached targets neither runs during training
         del opt['network_t']
@@ -178,19 +186,21 @@ def rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def measure_one(method: str, iters: int, warmup: int) -> dict:
+def measure_one(method: str, iters: int, warmup: int, amp: str = 'off', channels_last: bool = False,
+                flops: bool = True) -> dict:
     """Runs in a fresh process: method step, then student-alone step and teacher forward."""
     torch.manual_seed(0)
+    precision = {'amp': amp, 'channels_last': channels_last}
     root = tempfile.mkdtemp()
     teacher_ckpt = osp.join(root, 'teacher.pth')
     torch.save({'params': build_network(deepcopy(TEACHER)).state_dict()}, teacher_ckpt)
-    data = [batch(i, cached=method.endswith('_cached')) for i in range(4)]
+    data = [batch(i, cached=method.endswith('_cached') or method == 'student') for i in range(4)]
     rss_start = rss_mb()
-    result = {'method': method}
-    if method == 'student':
-        model = build_model(model_options('kd', teacher_ckpt, root) | {'model_type': 'SRModel'})
+    result = {'method': method, **precision, 'threads': torch.get_num_threads()}
+    if method == 'student':  # the student trained alone: KDModel without teacher terms when amp is set
+        model = build_model(student_options(teacher_ckpt, root, **precision, precision_run=not flops))
     else:
-        model = build_model(model_options(method, teacher_ckpt, root))
+        model = build_model(model_options(method, teacher_ckpt, root, **precision))
 
     def step(i: int, draw: dict) -> None:
         fix_draw(model, draw)
@@ -202,6 +212,8 @@ def measure_one(method: str, iters: int, warmup: int) -> dict:
                   draws=len(draws))
     result['peak_rss_mb'] = rss_mb()
     result['rss_increase_mb'] = result['peak_rss_mb'] - rss_start
+    if not flops:
+        return result
     result['gflops'] = step_gflops(model, data[0], draws)
     if method == 'kd':  # inherent cost, measured in the same process
         alone = build_model(model_options('kd', teacher_ckpt, root) | {'model_type': 'SRModel'})
@@ -219,18 +231,39 @@ def measure_one(method: str, iters: int, warmup: int) -> dict:
     return result
 
 
-def run_all(methods: list[str], iters: int, warmup: int) -> list[dict]:
+def student_options(teacher_ckpt: str, root: str, amp: str = 'off', channels_last: bool = False,
+                    precision_run: bool = False) -> dict:
+    """The student trained alone: SRModel; in the precision runs (SRModel has no train.amp) KDModel with the pixel
+    loss only, reading a (never used) cached target so that the teacher never runs."""
+    if not precision_run:
+        return model_options('kd', teacher_ckpt, root) | {'model_type': 'SRModel'}
+    opt = model_options('kd', teacher_ckpt, root, amp, channels_last)
+    del opt['train']['kd_opt']
+    opt['train'].update(use_cached_targets=True, amp=amp, channels_last=channels_last)
+    return opt
+
+
+
+def run_all(methods: list[str], iters: int, warmup: int, variants: tuple[tuple[str, bool], ...] = (('off', False),),
+            threads: int | None = None) -> list[dict]:
     results = []
-    for method in ['student'] + methods:
+    flops = variants == (('off', False),)
+    jobs = [(m, amp, cl) for m in ['student'] + methods for amp, cl in variants]
+    for method, amp, channels_last in jobs:
         with tempfile.NamedTemporaryFile(suffix='.json', delete=False) as f:
             out = f.name
         cmd = [sys.executable, osp.abspath(__file__), '--one', method, '--iters', str(iters), '--warmup',
-               str(warmup), '--json', out]
-        print(f'[bench] {method} ...', flush=True)
-        proc = subprocess.run(cmd, capture_output=True, text=True)
+               str(warmup), '--json', out, '--amp', amp, '--channels-last', 'on' if channels_last else 'off',
+               '--batch', str(BATCH)]
+        if not flops:
+            cmd.append('--no-flops')  # a precision run: also the KDModel student reference
+        env = dict(os.environ, **({'OMP_NUM_THREADS': str(threads)} if threads else {}))
+        print(f'[bench] {method} amp={amp} channels_last={channels_last} ...', flush=True)
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
         if proc.returncode != 0:
             print(proc.stderr[-2000:], file=sys.stderr)
-            results.append({'method': method, 'error': proc.stderr.strip().splitlines()[-1]})
+            results.append({'method': method, 'amp': amp, 'channels_last': channels_last,
+                            'error': proc.stderr.strip().splitlines()[-1]})
             continue
         results.append(json.load(open(out)))
     return results
@@ -277,6 +310,63 @@ def report(results: list[dict], iters: int) -> str:
     return '\n'.join(lines) + '\n'
 
 
+def cpu_text() -> str:
+    """CPU model and the vector extensions that decide bf16 speed (AVX-512 BF16 / AMX)."""
+    model, flags = '?', set()
+    try:
+        with open('/proc/cpuinfo') as f:
+            for line in f:
+                if line.startswith('model name') and model == '?':
+                    model = line.split(':', 1)[1].strip()
+                elif line.startswith('flags') and not flags:
+                    flags = set(line.split(':', 1)[1].split())
+    except OSError:
+        pass
+    bf16 = [x for x in ('avx512_bf16', 'amx_bf16') if x in flags]
+    return (f'{model}; torch CPU capability {torch.backends.cpu.get_cpu_capability()}; native bf16: '
+            f'{", ".join(bf16) if bf16 else "none (no avx512_bf16 / amx_bf16 flag)"}')
+
+
+AMP_TARGET = 1.8  # issue 16: bf16 step speed-up over float32 for every method
+
+
+def amp_report(results: list[dict], iters: int, threads: int, command: str) -> str:
+    """Step time of every (method, amp, channels_last) and the speed-ups over float32 NCHW."""
+    ok = {(r['method'], r['amp'], r['channels_last']): r for r in results if 'error' not in r}
+    variants = list(dict.fromkeys((r['amp'], r['channels_last']) for r in results))
+    methods = list(dict.fromkeys(r['method'] for r in results))
+    label = {v: f'{v[0]}{" + channels-last" if v[1] else ""}' for v in variants}
+    lines = [f'# Training-step speed with mixed precision (CPU, {threads} thread{"s" if threads > 1 else ""})', '',
+             f'Command: `{command}`; date {time.strftime("%Y-%m-%d")}; machine: {cpu_text()}.', '',
+             f'EDSR 64c16b teacher -> EDSR 32c8b student, x{SCALE}, batch {BATCH}, LR patch {LR_PATCH}; one real '
+             '`optimize_parameters` per iteration (`train.amp`, `train.channels_last` of the model); mean seconds of '
+             f'at least {iters} iteration(s) after warm-up; synthetic batches; `student` is the student trained '
+             'alone (pixel loss only).', '',
+             '| Method | ' + ' | '.join(f's / iter {label[v]}' for v in variants) + ' | '
+             + ' | '.join(f'speed-up {label[v]}' for v in variants if v != ('off', False)) + ' |',
+             '|---|' + '---:|' * (2 * len(variants) - 1)]
+    for m in methods:
+        base = ok.get((m, 'off', False))
+        cells = [f'{ok[(m, *v)]["step_s"]:.3f}' if (m, *v) in ok else 'failed' for v in variants]
+        ups = [f'{base["step_s"] / ok[(m, *v)]["step_s"]:.2f}x' if base and (m, *v) in ok else '-'
+               for v in variants if v != ('off', False)]
+        lines.append(f'| {m} | ' + ' | '.join(cells + ups) + ' |')
+    bf16 = [v for v in variants if v[0] == 'bf16']
+    if bf16 and ('off', False) in variants:
+        lines += ['', f'Target (issue 16): bf16 step >= {AMP_TARGET}x faster than float32 for every method.', '']
+        for v in bf16:
+            ups = {m: ok[(m, 'off', False)]['step_s'] / ok[(m, *v)]['step_s'] for m in methods
+                   if (m, 'off', False) in ok and (m, *v) in ok}
+            met = ups and min(ups.values()) >= AMP_TARGET
+            worst = min(ups, key=ups.get) if ups else '-'
+            lines.append(f'- {label[v]}: {"met" if met else "NOT met"} (lowest speed-up {ups.get(worst, 0):.2f}x, '
+                         f'{worst}).')
+    failed = [r for r in results if 'error' in r]
+    for r in failed:
+        lines.append(f'- {r["method"]} amp={r["amp"]} channels_last={r["channels_last"]} failed: {r["error"]}')
+    return '\n'.join(lines) + '\n'
+
+
 def write_results(out_md: str, text: str, data: object) -> None:
     """Writes the markdown report, the same figures as ``<out>.json`` next to it, and prints the report."""
     os.makedirs(osp.dirname(osp.abspath(out_md)), exist_ok=True)
@@ -287,21 +377,43 @@ def write_results(out_md: str, text: str, data: object) -> None:
     print(text)
 
 
+DEFAULT_OUT = osp.join(osp.dirname(osp.abspath(__file__)), 'results', 'speed_memory.md')
+
+
 def main() -> int:
+    global BATCH  # --batch: the configuration of this process and of the measuring processes it starts
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--iters', type=int, default=8)
     parser.add_argument('--warmup', type=int, default=2)
     parser.add_argument('--methods', default=','.join(METHODS))
-    parser.add_argument('--out', default=osp.join(osp.dirname(osp.abspath(__file__)), 'results', 'speed_memory.md'))
+    parser.add_argument('--out', default=DEFAULT_OUT)
+    parser.add_argument('--amp', default=None, help='comma list of train.amp values to measure (off,bf16)')
+    parser.add_argument('--channels-last', default=None, help='comma list of off/on (train.channels_last)')
+    parser.add_argument('--batch', type=int, default=BATCH, help=f'batch size (default {BATCH}, the benchmark '
+                        'configuration; smaller only where a precision is too slow to time at it)')
+    parser.add_argument('--threads', type=int, default=None, help='OMP_NUM_THREADS of the measuring processes')
     parser.add_argument('--one', help=argparse.SUPPRESS)
     parser.add_argument('--json', help=argparse.SUPPRESS)
+    parser.add_argument('--no-flops', action='store_true', help=argparse.SUPPRESS)
     args = parser.parse_args()
+    BATCH = args.batch
+    amps = (args.amp or 'off').split(',')
+    layouts = [v == 'on' for v in (args.channels_last or 'off').split(',')]
     if args.one:
         with open(args.json, 'w') as f:
-            json.dump(measure_one(args.one, args.iters, args.warmup), f)
+            json.dump(measure_one(args.one, args.iters, args.warmup, amps[0], layouts[0], not args.no_flops), f)
         return 0
-    results = run_all([m for m in args.methods.split(',') if m], args.iters, args.warmup)
-    write_results(args.out, report(results, args.iters), results)
+    methods = [m for m in args.methods.split(',') if m]
+    if args.amp is None and args.channels_last is None:
+        results = run_all(methods, args.iters, args.warmup, threads=args.threads)
+        write_results(args.out, report(results, args.iters), results)
+        return 0
+    variants = tuple((a, cl) for cl in layouts for a in amps)
+    out = args.out if args.out != DEFAULT_OUT else osp.join(osp.dirname(DEFAULT_OUT), 'speed_memory_amp.md')
+    results = run_all(methods, args.iters, args.warmup, variants, args.threads)
+    threads = args.threads or torch.get_num_threads()
+    command = 'python bench/speed_memory.py ' + ' '.join(sys.argv[1:])
+    write_results(out, amp_report(results, args.iters, threads, command), results)
     return 0
 
 

@@ -23,6 +23,14 @@ from basicsr.utils.registry import MODEL_REGISTRY
 from torch import nn
 from torch.nn.parallel import DataParallel, DistributedDataParallel
 
+from kdsr_plugins.core.amp import (
+    AMP_FIELD,
+    CHANNELS_LAST_FIELD,
+    SCALER_STATE_KEY,
+    MixedPrecision,
+    amp_options,
+    slow_precision_warning,
+)
 from kdsr_plugins.core.arch_info import mirror_pad, pad_multiple
 from kdsr_plugins.core.checkpoints import (
     CheckpointError,
@@ -73,7 +81,8 @@ class KDModel(SRModel):
     ``train.teacher_train_mode``; ``train.use_cached_targets`` (``auto``: use the batch's cached
     teacher output ``target`` when a dataset such as ``KDCachedTargetDataset`` provides it);
     ``train.teacher_check`` (``error`` | ``warn`` | ``off``) and ``train.teacher_check_margin`` (dB
-    over bicubic, see ``core.teacher_check``).
+    over bicubic, see ``core.teacher_check``); ``train.amp`` (``off`` | ``bf16`` | ``fp16``) and
+    ``train.channels_last`` (``core.amp``, docs/amp.md).
     """
 
     #: Whether inference (test mode) needs the teachers (MTKD's aggregator does).
@@ -103,6 +112,8 @@ class KDModel(SRModel):
                         nullable=True),
                   Field('teacher_check_margin', 'number', 0.1, 'dB a teacher must beat bicubic by (teacher_check)'),
                   USE_CACHED_TARGETS,
+                  AMP_FIELD,
+                  CHANNELS_LAST_FIELD,
                   Field('perceptual_opt', 'mapping', None, 'SRModel\'s perceptual loss',
                         ignored='KD models build no perceptual loss.')),
     }
@@ -115,6 +126,8 @@ class KDModel(SRModel):
         self._checked_teacher_output = False
         #: The iteration BasicSR's loop started last (``update_learning_rate``); a SIGTERM stop saves it.
         self.last_started_iter: int | None = None
+        #: Mixed precision / memory format of the training step (``core.amp``); set up with the training settings.
+        self.amp: MixedPrecision | None = None
         super().__init__(opt)
         if not self.is_train and self.teachers_at_test:
             self.build_teachers()
@@ -123,8 +136,11 @@ class KDModel(SRModel):
 
     # ------------------------------------------------------------------ device / loading
     def model_to_device(self, net: nn.Module) -> nn.Module:
-        """Move to ``self.device``; wrap in DDP (CPU: no ``device_ids``) or DataParallel."""
+        """Move to ``self.device`` (channels-last with ``train.channels_last``); wrap in DDP (CPU: no
+        ``device_ids``) or DataParallel."""
         net = net.to(self.device)
+        if self.is_train and amp_options(self.opt.get('train'))[1]:
+            net = net.to(memory_format=torch.channels_last)  # before wrapping: DDP's buckets follow the layout
         if self.opt['dist']:
             kwargs: dict[str, Any] = {'find_unused_parameters': self.opt.get('find_unused_parameters', False)}
             if self.device.type == 'cuda':
@@ -238,6 +254,8 @@ class KDModel(SRModel):
         self.net_g.train()
         train_opt = self.opt['train']
         self.warn_noop_keys()
+        amp_mode, channels_last = amp_options(train_opt)
+        self.amp = MixedPrecision(amp_mode, self.device, channels_last)  # fp16 on CPU: error before any iteration
         if train_opt.get('optim_aux') is not None:
             train_opt['optim_aux'] = OPTIM_AUX_SCHEMA.check(train_opt['optim_aux'], defaults=False)
         self.init_ema()
@@ -259,8 +277,34 @@ class KDModel(SRModel):
             logger.info(f'Auxiliary trainable modules: {n_aux:,d} parameters (training only).')
         if not self.has_loss_terms():
             raise ValueError(f'{type(self).__name__}: no loss configured (pixel_opt, kd_opt or the method block).')
+        self.attach_amp()
         self.setup_optimizers()
         self.setup_schedulers()
+
+    def amp_networks(self) -> dict[str, nn.Module]:
+        """Hook: the bare networks whose training forwards run under ``train.amp`` / ``channels_last``.
+
+        Student, teachers and auxiliary modules; a method adds further frozen networks (MTKD's aggregator).
+        """
+        nets = {'net_g': self.get_bare_model(self.net_g)}
+        nets.update({f'teacher {name!r}': net for name, net in self.teachers.items()})
+        if self.net_aux is not None:
+            nets['net_aux'] = self.get_bare_model(self.net_aux)
+        return nets
+
+    def attach_amp(self) -> None:
+        """Hook every ``amp_networks`` module (student and auxiliary modules were converted before wrapping)."""
+        if not self.amp.uses_hooks:
+            return
+        nets = self.amp_networks()
+        for label, net in nets.items():
+            self.amp.attach(net, convert=label not in ('net_g', 'net_aux'))
+        logger = get_root_logger()
+        slow = slow_precision_warning(self.amp.mode, self.amp.device_type)
+        if slow:
+            logger.warning(slow)
+        logger.info(f'Mixed precision: train.amp {self.amp.mode}, channels_last {self.amp.channels_last} '
+                               f'({", ".join(nets)}); losses in float32.')
 
     def warn_noop_keys(self) -> None:
         logger = get_root_logger()
@@ -274,6 +318,8 @@ class KDModel(SRModel):
         if self.ema_decay > 0:
             get_root_logger().info(f'Use Exponential Moving Average with decay: {self.ema_decay}')
             self.net_g_ema = build_network(self.opt['network_g']).to(self.device)
+            if amp_options(self.opt['train'])[1]:
+                self.net_g_ema.to(memory_format=torch.channels_last)
             load_path = self.opt['path'].get('pretrain_network_g')
             if load_path is not None:
                 self.load_network(self.net_g_ema, load_path, self.opt['path'].get('strict_load_g', True), 'params_ema')
@@ -390,11 +436,13 @@ class KDModel(SRModel):
     def optimize_parameters(self, current_iter: int) -> None:
         self.optimizer_g.zero_grad(set_to_none=True)
         self.set_teacher_modes()
-        loss_dict = self.compute_losses(current_iter)
+        with self.amp.step_region():  # network forwards under autocast, their outputs and the losses float32
+            loss_dict = self.compute_losses(current_iter)
         l_total = self.total_loss(loss_dict, current_iter)
-        l_total.backward()
-        self.optimizer_g.step()
+        self.amp.backward(l_total)
+        self.amp.step(self.optimizer_g)
         self.log_dict = self.reduce_loss_dict(loss_dict)
+        self.log_dict.update(self.amp.log_values())
         if self.ema_decay > 0:
             self.model_ema(decay=self.ema_decay)
 
@@ -528,6 +576,9 @@ class KDModel(SRModel):
         state = {'epoch': epoch, 'iter': current_iter,
                  'optimizers': [o.state_dict() for o in self.optimizers],
                  'schedulers': [s.state_dict() for s in self.schedulers]}
+        amp_state = self.amp.state_dict() if self.amp is not None else None
+        if amp_state is not None:
+            state[SCALER_STATE_KEY] = amp_state
         if per_rank is None:
             state['rng'] = capture_rng_state()
         else:
@@ -552,4 +603,6 @@ class KDModel(SRModel):
                 raise CheckpointError(f'Resume state optimizer has {groups} parameter group(s), the model has '
                                       f'{len(optimizer.param_groups)} (auxiliary modules added or removed?).')
         super().resume_training(resume_state)
+        for msg in self.amp.load_state_dict(resume_state.get(SCALER_STATE_KEY)):
+            get_root_logger().warning(msg)
 

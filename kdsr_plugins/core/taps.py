@@ -37,6 +37,11 @@ def resolve_tap(net: nn.Module, tap: TapSpec) -> tuple[str, bool]:
     return path, capture_input
 
 
+def _stored(tensor: torch.Tensor) -> torch.Tensor:
+    """A copy of a tapped tensor; autocast's half / bfloat16 features become float32 (losses are float32)."""
+    return tensor.float() if tensor.dtype in (torch.float16, torch.bfloat16) else tensor.clone()
+
+
 class FeatureTaps:
     """Forward hooks on a bare network that record chosen tensors inside ``capture()``.
 
@@ -80,13 +85,13 @@ class FeatureTaps:
     def _make_input_hook(self, index: int):
         def hook(module: nn.Module, args: tuple) -> None:
             if self._active:
-                self._store[index] = args[0].clone()
+                self._store[index] = _stored(args[0])
         return hook
 
     def _make_output_hook(self, index: int):
         def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
             if self._active:
-                self._store[index] = output.clone()
+                self._store[index] = _stored(output)
         return hook
 
     def _token_map_size(self, num_tokens: int) -> tuple[int, int]:

@@ -80,6 +80,10 @@ class DUKDModel(KDModel):
                            'is sufficient and recommended (docs/core.md, Distributed training).')
         for note in self.dukd.notes():
             logger.warning(note)
+        if self.dukd.update_mode == 'official_two_step' and self.amp.scaler.is_enabled():
+            # step #2 would add freshly scaled gradients to the ones step #1 already unscaled
+            raise ValueError('DUKDModel: dukd_opt.update_mode official_two_step cannot use train.amp fp16 (one loss '
+                             'scaler cannot scale gradients accumulated over two steps); use bf16 or single_step.')
         if self.dukd.update_mode == 'official_two_step':
             logger.warning('dukd_opt.update_mode: official_two_step reproduces the reference code: two Adam steps '
                            'per iteration, the original-pair gradient applied twice (docs/dukd.md, Divergences).')
@@ -181,15 +185,18 @@ class DUKDModel(KDModel):
         self.optimizer_g.zero_grad(set_to_none=True)
         self.set_teacher_modes()
         self.last_draws = {}
-        first = self.original_losses()
-        self.total_loss(first, current_iter).backward()
-        self.optimizer_g.step()
+        with self.amp.step_region():
+            first = self.original_losses()
+        self.amp.backward(self.total_loss(first, current_iter))
+        self.amp.step(self.optimizer_g)
         # Reference behaviour: no zero_grad here, step #2 also re-applies the gradient of `first`.
-        second = self.upcycled_losses()
-        self.total_loss(second, current_iter).backward()
-        self.optimizer_g.step()
+        with self.amp.step_region():
+            second = self.upcycled_losses()
+        self.amp.backward(self.total_loss(second, current_iter))
+        self.amp.step(self.optimizer_g)
         loss_dict: OrderedDict[str, Tensor] = OrderedDict(first)
         loss_dict.update(second)
         self.log_dict = self.reduce_loss_dict(loss_dict)
+        self.log_dict.update(self.amp.log_values())
         if self.ema_decay > 0:
             self.model_ema(decay=self.ema_decay)

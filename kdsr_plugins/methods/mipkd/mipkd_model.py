@@ -301,8 +301,8 @@ class MiPKDModel(KDModel):
 
     def teacher_pass(self, lq: Tensor) -> tuple[Tensor, list[Tensor], StageContext]:
         """Clean teacher pass under ``no_grad``: T(x), boundary maps F_T^k, context (h0_T)."""
-        with torch.no_grad():
-            y_t, feats, ctx = self.runner_t.run_all(lq)
+        with torch.no_grad():  # the stage runner bypasses the teacher's hooks: autocast it here (core.amp)
+            y_t, feats, ctx = self.amp.region_output(self.runner_t.run_all, lq)
             maps = [self.runner_t.to_map(f, ctx) for f in feats]
         return y_t, maps, ctx
 

@@ -258,6 +258,12 @@ class MTKDStudentModel(_MTKDBase):
         if self.aggregator is not None:
             self.aggregator.eval()
 
+    def amp_networks(self) -> dict[str, nn.Module]:
+        nets = super().amp_networks()
+        if self.aggregator is not None:
+            nets['aggregator'] = self.aggregator
+        return nets
+
     @torch.no_grad()
     def aggregate(self, x: torch.Tensor) -> torch.Tensor:
         """I_MT = G(stack of the teacher outputs of ``x``) under no_grad."""
