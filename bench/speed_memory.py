@@ -62,7 +62,10 @@ METHODS = {
     'kd': ('KDModel', {'kd_opt': L1}, {}),
     'fitnet': ('FeatureKDModel', feature({'type': 'KDFitNetLoss', 'loss_weight': 10.0}), {}),
     'at': ('FeatureKDModel', feature({'type': 'KDAttentionLoss', 'loss_weight': 10.0}), {}),
-    'fakd': ('FeatureKDModel', feature({'type': 'KDAffinityLoss', 'loss_weight': 10.0, 'max_hw': 4096}), {}),
+    'fakd': ('FeatureKDModel', feature({'type': 'KDAffinityLoss', 'loss_weight': 10.0}), {}),
+    # FAKD's direct path (full B×N×N affinity matrices), the only one before the blocked default
+    'fakd_direct': ('FeatureKDModel', feature({'type': 'KDAffinityLoss', 'loss_weight': 10.0, 'max_hw': 4096,
+                                               'blocked': False}), {}),
     'rkd': ('FeatureKDModel', feature({'type': 'KDRelationLoss', 'loss_weight': 1.0}), {}),
     'dukd': ('DUKDModel', {'kd_opt': L1, 'dukd_opt': {'n_gt_sub': [1], 'zoom_out': True}, 'noisy': {'prob': 0.3}}, {}),
     'mipkd': ('MiPKDModel', {'kd_opt': L1, 'mipkd_opt': {'positions_t': [3, 7, 11, 15], 'positions_s': [1, 3, 5, 7]}},
