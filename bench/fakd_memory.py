@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import os
 import os.path as osp
 import platform
 import sys
@@ -18,19 +19,18 @@ import sys
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 
 import speed_memory  # noqa: E402
-
 import torch  # noqa: E402
 
 METHODS = ['kd', 'fakd', 'fakd_direct']
 LIMIT = 1.5  # peak memory of FAKD / logits KD (issue 16)
 
 
-def report(results: list[dict], command: str) -> str:
+def report(results: list[dict], command: str, machine: str) -> str:
     by = {r['method']: r for r in results if 'error' not in r}
     kd = by.get('kd')
     lines = ['# FAKD affinity loss: blocked (default) vs direct', '',
-             f'Command: `{command}`; machine: {platform.machine()} CPU, {torch.get_num_threads()} torch threads '
-             f'({platform.node() and "shared"} host); date: {datetime.date.today().isoformat()}.',
+             f'Command: `{command}`; machine: {machine}, {torch.get_num_threads()} torch threads; '
+             f'date: {datetime.date.today().isoformat()}.',
              f'Configuration of `bench/speed_memory.py`: EDSR 64c16b -> 32c8b, x{speed_memory.SCALE}, batch '
              f'{speed_memory.BATCH}, LR patch {speed_memory.LR_PATCH} (N = {speed_memory.LR_PATCH ** 2}), four taps; '
              'memory = peak RSS of a fresh process, as there.', '',
@@ -54,11 +54,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--iters', type=int, default=4)
     parser.add_argument('--warmup', type=int, default=1)
+    parser.add_argument('--machine', default=f'{platform.machine()} CPU, {os.cpu_count()} cores',
+                        help='machine description written to the report')
     parser.add_argument('--out', default=osp.join(osp.dirname(osp.abspath(__file__)), 'results', 'fakd_memory.md'))
     args = parser.parse_args()
-    results = [r for r in speed_memory.run_all(METHODS, args.iters, args.warmup) if r['method'] != 'student']
+    results = speed_memory.run_all(METHODS, args.iters, args.warmup, with_student=False)
     command = f'python bench/fakd_memory.py --iters {args.iters} --warmup {args.warmup}'
-    speed_memory.write_results(args.out, report(results, command), results)
+    speed_memory.write_results(args.out, report(results, command, args.machine), results)
     return 0
 
 

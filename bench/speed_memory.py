@@ -13,7 +13,8 @@ GFLOPs per iteration (forward + backward, counted by ``torch.utils.flop_counter`
 over the draws) give the machine-independent ratio next to the wall-clock one.
 
 Usage:
-    python bench/speed_memory.py [--iters 8] [--warmup 2] [--methods kd,fitnet,...] [--out bench/results/speed_memory.md]
+    python bench/speed_memory.py [--iters 8] [--warmup 2] [--methods kd,fitnet,...]
+        [--out bench/results/speed_memory.md]
 """
 from __future__ import annotations
 
@@ -73,13 +74,17 @@ METHODS = {
     # cheaper MiPKD settings (options of the same model): 1x1-conv mixers; two positions
     'mipkd_mlp': ('MiPKDModel', {'kd_opt': L1, 'mipkd_opt': {'positions_t': [3, 7, 11, 15], 'positions_s': [1, 3, 5, 7],
                                                              'enc_type': 'mlp'}}, {}),
+    # the shipped cheaper preset (train_MiPKD_EDSR_*_lite.yml): 1x1 mixers at the student width (C_S = 32 here)
+    'mipkd_lite': ('MiPKDModel', {'kd_opt': L1, 'mipkd_opt': {
+        'positions_t': [3, 7, 11, 15], 'positions_s': [1, 3, 5, 7], 'enc_type': 'mlp', 'latent_dim': 32}}, {}),
     'mipkd_k2': ('MiPKDModel', {'kd_opt': L1, 'mipkd_opt': {'positions_t': [7, 15], 'positions_s': [3, 7]}}, {}),
     # the block prior mixer's share of the default cost: feature and auto-encoder terms off
     'mipkd_bpm_only': ('MiPKDModel', {'kd_opt': L1, 'feat_opt': None, 'ae_opt': None,
                                       'mipkd_opt': {'positions_t': [3, 7, 11, 15], 'positions_s': [1, 3, 5, 7]}}, {}),
     # output-only methods reading teacher outputs from the cache (KDCachedTargetDataset's batch key 'target')
     'kd_cached': ('KDModel', {'kd_opt': L1, 'use_cached_targets': True}, {}),
-    'mtkd_cached': ('MTKDStudentModel', {'use_cached_targets': True, 'pixel_opt': {'type': 'L1Loss', 'loss_weight': 0.1},
+    'mtkd_cached': ('MTKDStudentModel', {'use_cached_targets': True,
+                                         'pixel_opt': {'type': 'L1Loss', 'loss_weight': 0.1},
                                          'kd_opt': {'type': 'KDWaveletLoss', 'loss_weight': 1.0, 'levels': 1}},
                     {'mtkd': True}),
 }
@@ -220,9 +225,9 @@ def measure_one(method: str, iters: int, warmup: int) -> dict:
     return result
 
 
-def run_all(methods: list[str], iters: int, warmup: int) -> list[dict]:
+def run_all(methods: list[str], iters: int, warmup: int, with_student: bool = True) -> list[dict]:
     results = []
-    for method in ['student'] + methods:
+    for method in (['student'] if with_student else []) + methods:
         with tempfile.NamedTemporaryFile(suffix='.json', delete=False) as f:
             out = f.name
         cmd = [sys.executable, osp.abspath(__file__), '--one', method, '--iters', str(iters), '--warmup',

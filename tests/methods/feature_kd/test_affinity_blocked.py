@@ -1,4 +1,4 @@
-"""Blocked FAKD affinity loss (docs/feature_kd.md, "FAKD (feature affinity)"): same value and gradient as the direct path."""
+"""Blocked FAKD affinity loss (docs/feature_kd.md, "FAKD (feature affinity)"): value and gradient of the direct path."""
 from __future__ import annotations
 
 import pytest
