@@ -302,25 +302,23 @@ def _upper_tiles(n: int, tile: int):
                 yield slice(i, min(i + tile, n)), slice(j, min(j + tile, n)), 1.0 if i == j else 2.0
 
 
-def _tile_difference(fs: Tensor, ft: Tensor, rows: slice, cols: slice) -> Tensor:
-    """Tile (rows, cols) of A_S − A_T (B×|rows|×|cols|) from the normalised B×C×N maps."""
-    return (torch.bmm(fs[:, :, rows].transpose(1, 2), fs[:, :, cols])
-            - torch.bmm(ft[:, :, rows].transpose(1, 2), ft[:, :, cols]))
-
-
 class _BlockedAffinityL1(torch.autograd.Function):
     """mean|F̂_SᵀF̂_S − F̂_TᵀF̂_T| over B×N×N, one tile at a time; the backward recomputes each tile.
 
-    With S = sign(A_S − A_T) / (B·N²) (symmetric), ∂L/∂F̂_S = 2·F̂_S·S and ∂L/∂F̂_T = −2·F̂_T·S;
-    for an off-diagonal tile (I, J) of weight 2 that is g_I += 2·F̂_J·S_IJᵀ and g_J += 2·F̂_I·S_IJ.
+    A tile of A_S − A_T is one product G_IᵀH_J with G = [F̂_S; F̂_T] and H = [F̂_S; −F̂_T] (channels
+    stacked). With S = sign(A_S − A_T) (symmetric), ∂L/∂F̂_S = 2·F̂_S·S/(B·N²) and
+    ∂L/∂F̂_T = −2·F̂_T·S/(B·N²); for an off-diagonal tile (I, J) of weight 2 that is
+    g_I += 2·F̂_J·S_IJᵀ and g_J += 2·F̂_I·S_IJ.
     """
 
     @staticmethod
     def forward(ctx, fs: Tensor, ft: Tensor, tile: int) -> Tensor:  # type: ignore[override]
         b, _, n = fs.shape
+        g, h = torch.cat([fs, ft], dim=1), torch.cat([fs, -ft], dim=1)
+        gt = g.transpose(1, 2).contiguous()
         total = fs.new_zeros((), dtype=torch.float64)  # tile sums accumulate without a host sync
         for rows, cols, weight in _upper_tiles(n, tile):
-            total += weight * _tile_difference(fs, ft, rows, cols).abs().sum().double()
+            total += weight * torch.bmm(gt[:, rows], h[:, :, cols]).abs_().sum().double()
         ctx.save_for_backward(fs, ft)
         ctx.tile = tile
         return (total / (b * n * n)).to(fs.dtype)
@@ -333,21 +331,23 @@ class _BlockedAffinityL1(torch.autograd.Function):
     @staticmethod
     def _backward(ctx, grad: Tensor):
         fs, ft = ctx.saved_tensors
-        b, _, n = fs.shape
+        b, c_s, n = fs.shape
+        g, h = torch.cat([fs, ft], dim=1), torch.cat([fs, -ft], dim=1)
+        gt = g.transpose(1, 2).contiguous()
         need_s, need_t = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        grad_s = torch.zeros_like(fs) if need_s else None
-        grad_t = torch.zeros_like(ft) if need_t else None
-        scale = grad / (b * n * n)
+        # one accumulator for the inputs that need a gradient: rows of g (F̂_S, F̂_T) or F̂_S alone
+        f = g if need_t else fs
+        acc = torch.zeros_like(f)
         for rows, cols, weight in _upper_tiles(n, ctx.tile):
-            sign = _tile_difference(fs, ft, rows, cols).sign_().mul_(scale)
-            for g, f, factor in ((grad_s, fs, 1.0), (grad_t, ft, -1.0)):
-                if g is None:
-                    continue
-                if weight == 1.0:  # diagonal tile: F̂_I·(S_II + S_IIᵀ)
-                    g[:, :, rows] += factor * torch.bmm(f[:, :, rows], sign + sign.transpose(1, 2))
-                else:
-                    g[:, :, rows].baddbmm_(f[:, :, cols], sign.transpose(1, 2), alpha=2.0 * factor)
-                    g[:, :, cols].baddbmm_(f[:, :, rows], sign, alpha=2.0 * factor)
+            sign = torch.bmm(gt[:, rows], h[:, :, cols]).sign_()
+            if weight == 1.0:  # diagonal tile: F̂_I·(S_II + S_IIᵀ)
+                acc[:, :, rows] += torch.bmm(f[:, :, rows], sign + sign.transpose(1, 2))
+            else:
+                acc[:, :, rows].baddbmm_(f[:, :, cols], sign.transpose(1, 2), alpha=2.0)
+                acc[:, :, cols].baddbmm_(f[:, :, rows], sign, alpha=2.0)
+        acc.mul_(grad / (b * n * n))
+        grad_s = acc[:, :c_s] if need_s else None
+        grad_t = acc[:, c_s:].neg() if need_t else None
         return grad_s, grad_t, None
 
 
