@@ -69,7 +69,10 @@ METHODS = {
     'kd': ('KDModel', {'kd_opt': L1}, {}),
     'fitnet': ('FeatureKDModel', feature({'type': 'KDFitNetLoss', 'loss_weight': 10.0}), {}),
     'at': ('FeatureKDModel', feature({'type': 'KDAttentionLoss', 'loss_weight': 10.0}), {}),
-    'fakd': ('FeatureKDModel', feature({'type': 'KDAffinityLoss', 'loss_weight': 10.0, 'max_hw': 4096}), {}),
+    'fakd': ('FeatureKDModel', feature({'type': 'KDAffinityLoss', 'loss_weight': 10.0}), {}),
+    # FAKD's direct path (full B×N×N affinity matrices), the only one before the blocked default
+    'fakd_direct': ('FeatureKDModel', feature({'type': 'KDAffinityLoss', 'loss_weight': 10.0, 'max_hw': 4096,
+                                               'blocked': False}), {}),
     'rkd': ('FeatureKDModel', feature({'type': 'KDRelationLoss', 'loss_weight': 1.0}), {}),
     'dukd': ('DUKDModel', {'kd_opt': L1, 'dukd_opt': {'n_gt_sub': [1], 'zoom_out': True}, 'noisy': {'prob': 0.3}}, {}),
     'mipkd': ('MiPKDModel', {'kd_opt': L1, 'mipkd_opt': {'positions_t': [3, 7, 11, 15], 'positions_s': [1, 3, 5, 7]}},
@@ -77,6 +80,9 @@ METHODS = {
     # cheaper MiPKD settings (options of the same model): 1x1-conv mixers; two positions
     'mipkd_mlp': ('MiPKDModel', {'kd_opt': L1, 'mipkd_opt': {'positions_t': [3, 7, 11, 15], 'positions_s': [1, 3, 5, 7],
                                                              'enc_type': 'mlp'}}, {}),
+    # the shipped cheaper preset (train_MiPKD_EDSR_*_lite.yml): 1x1 mixers at the student width (C_S = 32 here)
+    'mipkd_lite': ('MiPKDModel', {'kd_opt': L1, 'mipkd_opt': {
+        'positions_t': [3, 7, 11, 15], 'positions_s': [1, 3, 5, 7], 'enc_type': 'mlp', 'latent_dim': 32}}, {}),
     'mipkd_k2': ('MiPKDModel', {'kd_opt': L1, 'mipkd_opt': {'positions_t': [7, 15], 'positions_s': [3, 7]}}, {}),
     # the block prior mixer's share of the default cost: feature and auto-encoder terms off
     'mipkd_bpm_only': ('MiPKDModel', {'kd_opt': L1, 'feat_opt': None, 'ae_opt': None,
@@ -245,10 +251,10 @@ def student_options(teacher_ckpt: str, root: str, amp: str = 'off', channels_las
 
 
 def run_all(methods: list[str], iters: int, warmup: int, variants: tuple[tuple[str, bool], ...] = (('off', False),),
-            threads: int | None = None) -> list[dict]:
+            threads: int | None = None, with_student: bool = True) -> list[dict]:
     results = []
     flops = variants == (('off', False),)
-    jobs = [(m, amp, cl) for m in ['student'] + methods for amp, cl in variants]
+    jobs = [(m, amp, cl) for m in (['student'] if with_student else []) + methods for amp, cl in variants]
     for method, amp, channels_last in jobs:
         with tempfile.NamedTemporaryFile(suffix='.json', delete=False) as f:
             out = f.name

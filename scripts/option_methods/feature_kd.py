@@ -6,7 +6,7 @@ one feature term in the single-term form, with the default losses of docs/featur
 * FitNet: ``KDFitNetLoss`` L1, weight 10, ``adapter: auto`` (1×1 regressors only where widths
   differ: EDSR 64->256 and SwinIR 60->180 get one per tap, RCAN 64/64 none);
 * AT: ``KDAttentionLoss`` mode ``sr_l1``, p = 2, weight 10;
-* FAKD: ``KDAffinityLoss`` weight 10, ``max_hw`` 4096 (48×48 LR patches give N = 2304);
+* FAKD: ``KDAffinityLoss`` weight 10, ``max_hw`` 65536, blocked evaluation (tiles of 512);
 * RKD: ``KDRelationLoss`` weight 1, λ_D 25, λ_A 50, ``embed: avg`` (batch 16 >= 3).
 
 Taps (the same for every loss): the head (``conv_first``), two body units, and the body output
@@ -25,7 +25,7 @@ from option_templates import PAIRS, SCALES, pair_tag, test_options, train_option
 LOSSES = {
     'FitNet': {'type': 'KDFitNetLoss', 'loss_weight': 10.0, 'distance': 'l1', 'mode': 'regress'},
     'AT': {'type': 'KDAttentionLoss', 'loss_weight': 10.0, 'mode': 'sr_l1', 'p': 2},
-    'FAKD': {'type': 'KDAffinityLoss', 'loss_weight': 10.0, 'max_hw': 4096},
+    'FAKD': {'type': 'KDAffinityLoss', 'loss_weight': 10.0, 'max_hw': 65536, 'blocked': True, 'tile': 512},
     'RKD': {'type': 'KDRelationLoss', 'loss_weight': 1.0, 'lambda_d': 25.0, 'lambda_a': 50.0, 'embed': 'avg'},
 }
 #: Teacher body units tapped between the head and the body output (docs/feature_kd.md, "Shipped YAMLs").

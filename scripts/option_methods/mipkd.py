@@ -6,7 +6,8 @@ stage boundaries of the networks (docs/mipkd.md, "Our choices vs the paper"). ED
 students: c64b32 (width only, the group's protocol), c64b16 (compounded) and c256b16 (depth
 only, Fig. 1 study). EDSR x4 students start from the MiPKD x2 student of the same variant
 (``strict_load_g: false``), as the group's EDSR x4 configs do (docs/mipkd.md, "Our choices vs the
-paper"). ``find_unused_parameters: true`` is required in distributed runs.
+paper"). ``find_unused_parameters: true`` is required in distributed runs. ``EDSR_lite`` is the
+cheaper preset: the c64b32 pair with ``latent_dim`` = C_S = 64 and ``enc_type: mlp``.
 """
 from option_templates import PAIRS, SCALES, edsr, insert_after, pair_tag, test_options, train_options
 
@@ -18,7 +19,11 @@ VARIANTS = {
                      [3, 7, 11, 15]),
     'RCAN': ('RCAN', None, None, [2, 5, 9], [2, 5, 9]),
     'SwinIR': ('SwinIR', None, None, [2, 5], [1, 3]),
+    # cheaper preset (docs/mipkd.md, "Cheaper preset"): the c64b32 pair with 1x1 mixers at the student width
+    'EDSR_lite': ('EDSR', None, 'x{s}c256b32_c64b32_lite', [7, 15, 23, 31], [7, 15, 23, 31]),
 }
+#: variant -> mipkd_opt values that differ from the defaults
+PRESETS = {'EDSR_lite': {'latent_dim': 64, 'enc_type': 'mlp'}}
 
 
 def l1(weight: float) -> dict:
@@ -52,7 +57,9 @@ def run_name(variant: str, scale: int) -> str:
 
 def train_config(variant: str, scale: int) -> dict:
     family, student, _, pos_t, pos_s = VARIANTS[variant]
-    opt = train_options(run_name(variant, scale), 'MiPKDModel', family, scale, method_train=method_train(pos_t, pos_s))
+    method = method_train(pos_t, pos_s)
+    method['mipkd_opt'].update(PRESETS.get(variant, {}))
+    opt = train_options(run_name(variant, scale), 'MiPKDModel', family, scale, method_train=method)
     opt = insert_after(opt, 'num_gpu', 'find_unused_parameters', True)
     if student is not None:
         opt['network_g'] = student(scale)

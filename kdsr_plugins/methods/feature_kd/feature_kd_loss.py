@@ -233,28 +233,44 @@ class KDAffinityLoss(FeatureKDLossBase):
     f̂_i = f_i / (‖f_i‖₂ + 1e-8); affinity A = F̂ᵀF̂ (N×N). Per pair: mean|A_S − A_T| over
     batch and N×N entries. Channel agnostic.
 
-    Memory: each affinity matrix is B×N×N, i.e. B·N²·4 bytes in float32 per network per tap
-    (48×48 LR patches at batch 16: N = 2304, ≈0.34 GB), plus the difference and autograd buffers
-    of the same size. The loss therefore raises ``ValueError`` when N > ``max_hw``; never
-    evaluate it on validation-size maps.
+    Memory: ``blocked: true`` (default) evaluates the loss tile by tile (``tile``×``tile`` blocks
+    of the upper triangle, :func:`blocked_affinity_l1`) and recomputes each tile in the backward,
+    so it needs O(B·C·N + B·tile²) memory. ``blocked: false`` builds the full B×N×N matrices,
+    B·N²·4 bytes in float32 per network per tap (48×48 LR patches at batch 16: N = 2304,
+    ≈0.34 GB), plus difference and autograd buffers of the same size. Either way the cost is
+    O(B·C·N²), so the loss raises ``ValueError`` when N > ``max_hw``.
 
     Args:
         loss_weight: Weight of the summed term. Default 10 (FAKD code, yun224/DUKD).
-        max_hw: Largest allowed H·W per map (default 4096 = 64×64); ``None`` disables the check.
+        max_hw: Largest allowed H·W per map (default 65536 = 256×256); ``None`` disables the check.
+            With ``blocked: false`` set it to about 4096 (64×64) to keep the full matrices small.
+        blocked: Tiled, memory-lean evaluation (default) or the direct full-matrix one.
+        tile: Side of the affinity tiles of the blocked path (default 512).
     """
 
     EPS = 1e-8
 
-    def __init__(self, loss_weight: float = 10.0, max_hw: Optional[int] = 4096) -> None:
+    def __init__(self, loss_weight: float = 10.0, max_hw: Optional[int] = 65536, blocked: bool = True,
+                 tile: int = 512) -> None:
         super().__init__(loss_weight)
         if max_hw is not None and (isinstance(max_hw, bool) or not isinstance(max_hw, int) or max_hw <= 0):
             raise ValueError(f'KDAffinityLoss: max_hw must be a positive integer or null, got {max_hw!r}')
+        if not isinstance(blocked, bool):
+            raise ValueError(f'KDAffinityLoss: blocked must be true or false, got {blocked!r}')
+        if isinstance(tile, bool) or not isinstance(tile, int) or tile <= 0:
+            raise ValueError(f'KDAffinityLoss: tile must be a positive integer, got {tile!r}')
         self.max_hw = max_hw
+        self.blocked = blocked
+        self.tile = tile
+
+    def normalised(self, feat: Tensor) -> Tensor:
+        """B×C×N map with each spatial column divided by its channel norm (+ 1e-8)."""
+        f = feat.flatten(2)
+        return f / (f.norm(p=2, dim=1, keepdim=True) + self.EPS)
 
     def affinity(self, feat: Tensor) -> Tensor:
-        """B×N×N affinity of a B×C×H×W map."""
-        f = feat.flatten(2)  # B×C×N
-        f = f / (f.norm(p=2, dim=1, keepdim=True) + self.EPS)
+        """B×N×N affinity of a B×C×H×W map (the direct path)."""
+        f = self.normalised(feat)
         return torch.bmm(f.transpose(1, 2), f)
 
     def pair_term(self, index: int, feat_s: Tensor, feat_t: Tensor) -> Tensor:
@@ -263,12 +279,88 @@ class KDAffinityLoss(FeatureKDLossBase):
         if self.max_hw is not None and n > self.max_hw:
             gb = b * n * n * 4 / 1e9
             raise ValueError(f'KDAffinityLoss: pair {index}: H·W = {h}×{w} = {n} exceeds max_hw={self.max_hw}; '
-                             f'one B×N×N float32 affinity matrix would take {gb:.2f} GB (B={b}, N={n}) per '
-                             'network, before autograd buffers. Use smaller training patches or raise max_hw.')
+                             f'the B×N×N affinity (B={b}, N={n}) has {b * n * n:.3g} entries, {gb:.2f} GB in float32 '
+                             f'per network on the direct path (blocked={self.blocked}), O(B·C·N²) work either way. '
+                             'Use smaller training patches or raise max_hw.')
+        if self.blocked:
+            return blocked_affinity_l1(self.normalised(feat_s), self.normalised(feat_t), self.tile)
         return (self.affinity(feat_s) - self.affinity(feat_t)).abs().mean()
 
     def extra_repr(self) -> str:
-        return f'loss_weight={self.loss_weight}, max_hw={self.max_hw}'
+        return f'loss_weight={self.loss_weight}, max_hw={self.max_hw}, blocked={self.blocked}, tile={self.tile}'
+
+
+def _upper_tiles(n: int, tile: int):
+    """(rows, cols, weight) of the tiles on and above the diagonal of an N×N matrix.
+
+    Affinities are symmetric, so an off-diagonal tile stands for itself and its transpose (weight 2).
+    """
+    starts = range(0, n, tile)
+    for i in starts:
+        for j in starts:
+            if j >= i:
+                yield slice(i, min(i + tile, n)), slice(j, min(j + tile, n)), 1.0 if i == j else 2.0
+
+
+class _BlockedAffinityL1(torch.autograd.Function):
+    """mean|F̂_SᵀF̂_S − F̂_TᵀF̂_T| over B×N×N, one tile at a time; the backward recomputes each tile.
+
+    A tile of A_S − A_T is one product G_IᵀH_J with G = [F̂_S; F̂_T] and H = [F̂_S; −F̂_T] (channels
+    stacked). With S = sign(A_S − A_T) (symmetric), ∂L/∂F̂_S = 2·F̂_S·S/(B·N²) and
+    ∂L/∂F̂_T = −2·F̂_T·S/(B·N²); for an off-diagonal tile (I, J) of weight 2 that is
+    g_I += 2·F̂_J·S_IJᵀ and g_J += 2·F̂_I·S_IJ.
+    """
+
+    @staticmethod
+    def forward(ctx, fs: Tensor, ft: Tensor, tile: int) -> Tensor:  # type: ignore[override]
+        b, _, n = fs.shape
+        g, h = torch.cat([fs, ft], dim=1), torch.cat([fs, -ft], dim=1)
+        gt = g.transpose(1, 2).contiguous()
+        total = fs.new_zeros((), dtype=torch.float64)  # tile sums accumulate without a host sync
+        for rows, cols, weight in _upper_tiles(n, tile):
+            total += weight * torch.bmm(gt[:, rows], h[:, :, cols]).abs_().sum().double()
+        ctx.save_for_backward(fs, ft)
+        ctx.tile = tile
+        return (total / (b * n * n)).to(fs.dtype)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):  # type: ignore[override]
+        with torch.autocast(device_type=grad.device.type, enabled=False):
+            return _BlockedAffinityL1._backward(ctx, grad)
+
+    @staticmethod
+    def _backward(ctx, grad: Tensor):
+        fs, ft = ctx.saved_tensors
+        b, c_s, n = fs.shape
+        g, h = torch.cat([fs, ft], dim=1), torch.cat([fs, -ft], dim=1)
+        gt = g.transpose(1, 2).contiguous()
+        need_s, need_t = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        # one accumulator for the inputs that need a gradient: rows of g (F̂_S, F̂_T) or F̂_S alone
+        f = g if need_t else fs
+        acc = torch.zeros_like(f)
+        for rows, cols, weight in _upper_tiles(n, ctx.tile):
+            sign = torch.bmm(gt[:, rows], h[:, :, cols]).sign_()
+            if weight == 1.0:  # diagonal tile: F̂_I·(S_II + S_IIᵀ)
+                acc[:, :, rows] += torch.bmm(f[:, :, rows], sign + sign.transpose(1, 2))
+            else:
+                acc[:, :, rows].baddbmm_(f[:, :, cols], sign.transpose(1, 2), alpha=2.0)
+                acc[:, :, cols].baddbmm_(f[:, :, rows], sign, alpha=2.0)
+        acc.mul_(grad / (b * n * n))
+        grad_s = acc[:, :c_s] if need_s else None
+        grad_t = acc[:, c_s:].neg() if need_t else None
+        return grad_s, grad_t, None
+
+
+def blocked_affinity_l1(fs: Tensor, ft: Tensor, tile: int = 512) -> Tensor:
+    """mean|F̂_SᵀF̂_S − F̂_TᵀF̂_T| of normalised B×C_S×N and B×C_T×N maps in O(B·tile²) extra memory.
+
+    Equal to the direct full-matrix value up to float rounding (the symmetric half is summed
+    twice); the gradient is exact and recomputes each tile instead of storing the B×N×N matrices.
+    """
+    if fs.dtype in (torch.float16, torch.bfloat16):  # N² terms: sum in float32, outside autocast
+        fs, ft = fs.float(), ft.float()
+    with torch.autocast(device_type=fs.device.type, enabled=False):
+        return _BlockedAffinityL1.apply(fs, ft, tile)
 
 
 @LOSS_REGISTRY.register()

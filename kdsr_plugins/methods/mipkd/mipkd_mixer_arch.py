@@ -306,9 +306,16 @@ class MiPKDMixerBank(nn.Module):
             return f_hat[k]
 
         out: Dict[str, object] = {}
-        if self.compute_feat:
+        if self.compute_feat and self.compute_ae:
+            # D(Z_mix) and D(Z_T) in one decoder call per position (batch-wise independent: same values)
+            ae = []
+            for k, m in enumerate(self.mixers):
+                f_hat[k], rec = m.decode(torch.cat([mixed(k), teacher_latent(k)])).split(feats_t[k].shape[0])
+                ae.append(rec)
+            out['feat'], out['ae'] = list(f_hat), ae
+        elif self.compute_feat:
             out['feat'] = [decoded(k) for k in range(n)]
-        if self.compute_ae:
+        elif self.compute_ae:
             out['ae'] = [m.decode(teacher_latent(k)) for k, m in enumerate(self.mixers)]
         if self.ae_student:
             out['ae_s'] = [m.decode_s(m.encode_s(f.detach())) for m, f in zip(self.mixers, feats_s)]

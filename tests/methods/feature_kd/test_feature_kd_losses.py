@@ -394,7 +394,7 @@ def test_affinity_max_hw_error():
     gb = 2 * 20 * 20 * 4 / 1e9
     assert f'{gb:.2f} GB' in str(info.value)
     with pytest.raises(ValueError, match=r'max_hw=4096.*(\d+\.\d+) GB'):
-        KDAffinityLoss()([torch.zeros(1, 1, 65, 64)], [torch.zeros(1, 1, 65, 64)])
+        KDAffinityLoss(max_hw=4096)([torch.zeros(1, 1, 65, 64)], [torch.zeros(1, 1, 65, 64)])
     KDAffinityLoss(max_hw=None)([torch.randn(1, 2, 5, 5)], [torch.randn(1, 2, 5, 5)])
 
 
@@ -429,7 +429,7 @@ def test_registry_contains_names():
 
 def test_build_loss():
     loss = build_loss({'type': 'KDAffinityLoss', 'loss_weight': 10.0})
-    assert isinstance(loss, KDAffinityLoss) and loss.loss_weight == 10.0 and loss.max_hw == 4096
+    assert isinstance(loss, KDAffinityLoss) and loss.loss_weight == 10.0 and loss.max_hw == 65536
     loss = build_loss({'type': 'KDRelationLoss', 'loss_weight': 1.0, 'lambda_d': 25, 'lambda_a': 50,
                        'embed': 'flatten'})
     assert isinstance(loss, KDRelationLoss) and loss.embed == 'flatten'
