@@ -35,7 +35,6 @@ sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 import kdsr_plugins  # noqa: E402,F401  (top level: registers the plugin)
 
 import torch  # noqa: E402
-
 from photo_bench import report, scoring  # noqa: E402
 from photo_bench.config import METHODS, REPO, Benchmark, load_benchmark, read_yaml  # noqa: E402
 from photo_bench.runner import Driver, Run  # noqa: E402
@@ -48,6 +47,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument('--work', help='working folder (default: <out>/work)')
     p.add_argument('--methods', help=f'comma-separated subset of: {", ".join(METHODS)} (default: the config\'s)')
     p.add_argument('--seeds', type=int, nargs='+', help='seeds (default: the config\'s, at least 3)')
+    p.add_argument('--data', help='photo set root (default: the config\'s data, relative to the CWD)')
     p.add_argument('--iters', type=int, help='training iterations of every student (default: the config\'s)')
     p.add_argument('--jobs', type=int, default=1, help='runs trained in parallel, one thread each')
     p.add_argument('--skip-done', action='store_true', help='keep finished runs, resume interrupted ones')
@@ -180,6 +180,8 @@ def main(argv: list[str] | None = None) -> int:
     bm = load_benchmark(args.config)
     if args.iters:
         bm.iters = args.iters
+    if args.data:
+        bm.data = args.data
     if args.seeds:
         bm.seeds = args.seeds
     methods = [m.strip() for m in args.methods.split(',')] if args.methods else [m for m in METHODS if m in bm.methods]

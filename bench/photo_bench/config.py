@@ -162,8 +162,9 @@ def _teachers_list(bm: Benchmark) -> list[dict]:
              'strict_load': True} for t in bm.teachers]
 
 
-def aggregator_network(bm: Benchmark) -> dict:
-    return {**deepcopy(bm.aggregator), 'num_teachers': len(bm.teachers), 'upscale': bm.scale}
+def aggregator_network(bm: Benchmark, shipped: dict) -> dict:
+    """The shipped aggregator options (``output_convention``, ``mask_mode``...) with the config's size."""
+    return {**deepcopy(shipped), **deepcopy(bm.aggregator), 'num_teachers': len(bm.teachers), 'upscale': bm.scale}
 
 
 def run_options(bm: Benchmark, method: str, name: str, seed: int, iters: int, *, weight: float | None = None,
@@ -181,7 +182,7 @@ def run_options(bm: Benchmark, method: str, name: str, seed: int, iters: int, *,
     opt = {k: deepcopy(v) for k, v in base.items() if k not in ('datasets', 'val', 'logger', 'path', 'name')}
     opt.update(name=name, scale=bm.scale, manual_seed=seed, datasets=_datasets(bm, cache))
     opt['path'] = {'pretrain_network_g': None, 'strict_load_g': True, 'resume_state': None}
-    opt['network_g'] = aggregator_network(bm) if method == 'mtkd1' else deepcopy(bm.student)
+    opt['network_g'] = aggregator_network(bm, base['network_g']) if method == 'mtkd1' else deepcopy(bm.student)
     train = opt['train']
     lr = float(r['aggregator_lr'] if method == 'mtkd1' and 'aggregator_lr' in r else r['lr'])
     train.update(ema_decay=float(r.get('ema_decay', 0)), total_iter=iters, warmup_iter=int(r.get('warmup_iter', -1)),
@@ -195,7 +196,8 @@ def run_options(bm: Benchmark, method: str, name: str, seed: int, iters: int, *,
     if 'teachers' in base:
         opt['teachers'] = _teachers_list(bm)
     if 'aggregator' in base:
-        opt['aggregator'] = {**base['aggregator'], 'network': aggregator_network(bm), 'pretrain': aggregator_ckpt,
+        opt['aggregator'] = {**base['aggregator'], 'network': aggregator_network(bm, base['aggregator']['network']),
+                             'pretrain': aggregator_ckpt,
                              'param_key': 'params_ema' if train['ema_decay'] > 0 else 'params'}
     if 'feature_kd' in train:
         train['feature_kd'].update(positions_t=list(bm.teachers[0].taps), positions_s=list(bm.student_taps))

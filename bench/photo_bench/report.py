@@ -67,9 +67,9 @@ def markdown(summary: dict) -> str:
         w = '-' if row.get('weight') is None else f'{row["weight"]:g}'
         lines.append(f'| {label} | {w} | {len(row["seeds"])} | {_fmt(raw.get("psnr"))} | {_fmt(raw.get("ssim"), 4)} '
                      f'| {_fmt(ema.get("psnr"))} | {_fmt(ema.get("ssim"), 4)} '
-                     f'| {_fmt_delta(row.get("delta_vs_scratch"), "raw")} | {_fmt_delta(row.get("delta_vs_kd"), "raw")} '
-                     f'| {_fmt_delta(row.get("delta_vs_scratch"), "ema")} | {_fmt_delta(row.get("delta_vs_kd"), "ema")} '
-                     f'| {_fmt(raw.get("psnr_teacher"), 2)} |')
+                     + ''.join(f'| {_fmt_delta(row.get(f"delta_vs_{b}"), k)} ' for k in ('raw', 'ema')
+                               for b in ('scratch', 'kd'))
+                     + f'| {_fmt(raw.get("psnr_teacher"), 2)} |')
     for name, t in summary['teachers'].items():
         lines.append(f'| Teacher {name} | - | - | {t["psnr"]:.3f} | {t["ssim"]:.4f} |' + ' - |' * 7)
     if agg := summary.get('aggregator'):
@@ -77,8 +77,8 @@ def markdown(summary: dict) -> str:
             lines.append(f'| MTKD aggregator ({key}) | - | 1 | {m["psnr"]:.3f} | {m["ssim"]:.4f} |' + ' - |' * 7)
     lines += ['', convergence_text(summary.get('convergence')), '', summary['notes']]
     if sweep := summary.get('sweep'):
-        lines += ['', '#### Sweep (validation split, raw weights)', '', '| Method | Key | Val PSNR per weight | Chosen |',
-                  '|---|---|---|---:|']
+        lines += ['', '#### Sweep (validation split, raw weights)', '',
+                  '| Method | Key | Val PSNR per weight | Chosen |', '|---|---|---|---:|']
         for m, s in sweep.items():
             tried = ', '.join(f'{w}: {p:.3f}' for w, p in s['val_psnr'].items())
             lines.append(f'| {m} | `{s["key"]}` | {tried} | {s["chosen"]:g} |')
@@ -163,7 +163,8 @@ def picture_grid(tiles: list[tuple[str, str]], hr_path: str, lr_path: str, scale
     hr = hr[:bicubic.shape[0], :bicubic.shape[1]]
     size = min(crop_size, hr.shape[0], hr.shape[1]) // scale * scale
     y, x = textured_crop(hr, size, align=scale)
-    items = [Tile('HR', hr), Tile('bicubic', bicubic)] + [Tile(label, read_bgr(p)) for label, p in tiles if osp.isfile(p)]
+    items = [Tile('HR', hr), Tile('bicubic', bicubic)]
+    items += [Tile(label, read_bgr(p)) for label, p in tiles if osp.isfile(p)]
     draw_grid(items, (y, x, size), scale, path, title=title)
     return path
 

@@ -17,7 +17,6 @@ import cv2
 import numpy as np
 
 from kdsr_plugins.demo.pipeline import read_test_metrics, run_entry_point, write_yaml
-
 from photo_bench import scoring
 from photo_bench.config import OUTPUT_ONLY, Benchmark, run_options
 from photo_bench.stats import last_fraction_gain
@@ -147,8 +146,8 @@ class Driver:
 
     @staticmethod
     def brief(res: dict) -> str:
-        parts = [f'{split} {key} PSNR {m["psnr"]:.3f}' for split in ('test', 'val') for key, m in res.get(split, {}).items()]
-        return ', '.join(parts)
+        return ', '.join(f'{split} {key} PSNR {m["psnr"]:.3f}' for split in ('test', 'val')
+                         for key, m in res.get(split, {}).items())
 
     def score_run(self, run: Run, opt: dict) -> dict:
         """Scores of a finished run: raw (``params``) and EMA (``params_ema``) weights.
@@ -159,7 +158,8 @@ class Driver:
         """
         ckpt = self.ckpt(run.name)
         if run.method == 'mtkd1':
-            return {'test': {'params_ema' if opt['train']['ema_decay'] > 0 else 'params': self.test_aggregator(run, opt)}}
+            key = 'params_ema' if opt['train']['ema_decay'] > 0 else 'params'
+            return {'test': {key: self.test_aggregator(run, opt)}}
         out: dict = {}
         split = 'val' if run.variant == 'sweep' else 'test'
         pairs = self._val if split == 'val' else self._test
@@ -203,14 +203,16 @@ class Driver:
 
     def test_aggregator(self, run: Run, opt: dict) -> dict:
         test_name = f'test_{run.name}'
-        t = {'name': test_name, 'model_type': opt['model_type'], 'scale': self.bm.scale, 'num_gpu': opt.get('num_gpu', 0),
-             'manual_seed': 0, 'network_g': opt['network_g'], 'teachers': opt['teachers'],
+        key = 'params_ema' if opt['train']['ema_decay'] > 0 else 'params'
+        t = {'name': test_name, 'model_type': opt['model_type'], 'scale': self.bm.scale,
+             'num_gpu': opt.get('num_gpu', 0), 'manual_seed': 0, 'network_g': opt['network_g'],
+             'teachers': opt['teachers'],
              'datasets': {'test_1': {**opt['datasets']['val'], 'name': f'{self.bm.name}_test',
                                      'dataroot_gt': osp.join(osp.abspath(self.bm.data), 'test', 'HR'),
                                      'dataroot_lq': osp.join(osp.abspath(self.bm.data), 'test', 'LR_bicubic',
                                                              f'X{self.bm.scale}')}},
              'path': {'pretrain_network_g': self.ckpt(run.name),
-                      'param_key_g': 'params_ema' if opt['train']['ema_decay'] > 0 else 'params', 'strict_load_g': True},
+                      'param_key_g': key, 'strict_load_g': True},
              'val': {'save_img': False, 'suffix': None, 'metrics': opt['val']['metrics']}}
         yml = write_yaml(t, osp.join(self.work, 'options', f'{test_name}.yml'))
         run_entry_point('kdsr_plugins.test', yml, self.work, osp.join(self.work, 'logs', f'{test_name}.log'))
@@ -236,8 +238,8 @@ class Driver:
                 print(f'[bench] caching teacher outputs for {run.method} -> {path} ...', flush=True)
                 start = time.time()
                 with open(log, 'w') as f:
-                    proc = subprocess.run([sys.executable, '-m', 'kdsr_plugins.tools.cache_teacher_outputs', '-opt', yml],
-                                          cwd=self.work, stdout=f, stderr=subprocess.STDOUT)
+                    cmd = [sys.executable, '-m', 'kdsr_plugins.tools.cache_teacher_outputs', '-opt', yml]
+                    proc = subprocess.run(cmd, cwd=self.work, stdout=f, stderr=subprocess.STDOUT)
                 if proc.returncode != 0:
                     shutil.rmtree(path, ignore_errors=True)
                     raise RuntimeError(f'teacher-output cache failed; log {log}:\n{open(log).read()[-3000:]}')
