@@ -13,6 +13,15 @@ teachers (``test_quality_teacher_<name>``) and then writes, through ``kdsr_plugi
 
 Working files (options, logs, experiments/, results/) go to ``--work`` (default ``<out>/work``).
 
+Re-scoring the real-photo benchmark's kept students (``bench/photo_benchmark.py``) on any Set5-style
+folder (``HR/`` + ``LR_bicubic/X<scale>/``, LR named ``<stem>x<scale>.<ext>`` or ``<stem>.<ext>``)::
+
+    python bench/quality.py --score-only --test-root DIR --scale 4 --out OUT [--students DIR]
+                            [--param-key params|params_ema]
+
+writes ``OUT/summary.json`` (``{"results": [{"method", "seed", "psnr_y", "ssim_y"}, ...]}``) and
+``OUT/table.md``; the student network comes from ``<students>/students.json``.
+
 Usage:
     python bench/quality.py [--iters 200] [--val-freq 25] [--seeds 0 1 2] [--methods scratch,kd,...]
                             [--out bench/results/quality] [--skip-done] [--teacher-iters N | --teacher edsr=PATH]
@@ -134,6 +143,12 @@ def report(args: argparse.Namespace, keys: list[str]) -> dict[str, str]:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status."""
+    argv = sys.argv[1:] if argv is None else argv
+    if '--score-only' in argv:
+        sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+        from photo_bench.rescore import main as score_only
+
+        return score_only([a for a in argv if a != '--score-only'])
     args = parse_args(argv)
     args.out, args.data = osp.abspath(args.out), osp.abspath(args.data)
     args.work = osp.abspath(args.work or osp.join(args.out, 'work'))

@@ -1,0 +1,1 @@
+"""Real-photo KD benchmark (``bench/photo_benchmark.py``): options, scoring, statistics, report."""

@@ -1,0 +1,231 @@
+"""Real-photo KD benchmark: every method at equal iterations and seeds, through ``kdsr_plugins.train``.
+
+For each method of the config (``bench/photo/benchmark.yml``; scratch, kd, fitnet, at, fakd, rkd,
+dukd, mipkd, mtkd) and seed, writes a run option file made from the shipped method YAML under
+``options/train/`` (the papers' loss weights) with the benchmark's student, teacher(s), data,
+recipe, iterations and seed substituted, trains it with ``python -m kdsr_plugins.train`` (one
+thread), scores raw and EMA weights on the test split and keeps the student. MTKD trains its
+stage-1 aggregator once (first seed) and then the stage-2 student per seed; it needs two or more
+teachers. Logits KD and MTKD stage 2 read the teacher-output cache (``cache_teacher: true``).
+
+    python bench/photo_benchmark.py --config bench/photo/benchmark.yml [--out bench/results/<name>]
+        [--methods scratch,kd,...] [--seeds 0 1 2] [--iters N] [--jobs N] [--skip-done] [--sweep]
+        [--report-only]
+
+``--skip-done``: a finished run (``<out>/work/results/<run>.json`` with the same options) is not
+redone and an interrupted one resumes (BasicSR ``--auto_resume``). ``--sweep``: per method, the
+loss weights of ``methods.<m>.sweep`` are each trained ``sweep.iters`` iterations (seed
+``sweep.seed``) and scored on the VALIDATION split; the best is trained like the default row and
+reported as a second row. Outputs in ``<out>``: ``table.md``, ``summary.json``, ``psnr_curves.png``,
+``grid.png``, ``students/<method>_seed<k>.pth`` (+ ``students.json``, the network card) and
+``students_swept/``; working files in ``<out>/work`` (git-ignored).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import os.path as osp
+import sys
+import time
+
+os.environ.setdefault('OMP_NUM_THREADS', '1')
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+
+import kdsr_plugins  # noqa: E402,F401  (top level: registers the plugin)
+
+import torch  # noqa: E402
+from photo_bench import report, scoring  # noqa: E402
+from photo_bench.config import METHODS, REPO, Benchmark, load_benchmark, read_yaml  # noqa: E402
+from photo_bench.runner import Driver, Run  # noqa: E402
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('--config', default=osp.join(REPO, 'bench', 'photo', 'benchmark.yml'))
+    p.add_argument('--out', help='output folder (default: bench/results/<config name>)')
+    p.add_argument('--work', help='working folder (default: <out>/work)')
+    p.add_argument('--methods', help=f'comma-separated subset of: {", ".join(METHODS)} (default: the config\'s)')
+    p.add_argument('--seeds', type=int, nargs='+', help='seeds (default: the config\'s, at least 3)')
+    p.add_argument('--data', help='photo set root (default: the config\'s data, relative to the CWD)')
+    p.add_argument('--iters', type=int, help='training iterations of every student (default: the config\'s)')
+    p.add_argument('--jobs', type=int, default=1, help='runs trained in parallel, one thread each')
+    p.add_argument('--skip-done', action='store_true', help='keep finished runs, resume interrupted ones')
+    p.add_argument('--sweep', action='store_true', help='loss-weight sweep on the validation split + swept rows')
+    p.add_argument('--report-only', action='store_true', help='rebuild the report from the stored run results')
+    return p.parse_args(argv)
+
+
+def plan(bm: Benchmark, methods: list[str]) -> tuple[list[Run], dict[str, str]]:
+    """Default-weight runs of every (method, seed) and the methods skipped with the reason."""
+    runs, skipped = [], {}
+    agg = f'mtkd1_s{bm.seeds[0]}'
+    for m in methods:
+        if m == 'mtkd':
+            if len(bm.teachers) < 2:
+                skipped[m] = f'MTKD needs >= 2 teachers, the config lists {len(bm.teachers)}'
+                continue
+            runs.append(Run(agg, 'mtkd1', bm.seeds[0], bm.aggregator_iters))
+        runs += [Run(f'{m}_s{s}', m, s, bm.iters, needs=[agg] if m == 'mtkd' else []) for s in bm.seeds]
+    return runs, skipped
+
+
+def sweep_trials(bm: Benchmark, methods: list[str], skipped: dict[str, str]) -> list[Run]:
+    agg = [f'mtkd1_s{bm.seeds[0]}']
+    return [Run(f'sweep_{m}_w{w:g}_s{bm.sweep_seed}', m, bm.sweep_seed, bm.sweep_iters, 'sweep', float(w),
+                agg if m == 'mtkd' else [])
+            for m in methods if m not in skipped and bm.methods[m].get('sweep')
+            for w in bm.methods[m]['sweep']['values']]
+
+
+def shipped_weight(bm: Benchmark, method: str) -> float:
+    node = read_yaml(bm.methods[method]['options'])
+    for k in bm.methods[method]['sweep']['key'].split('.'):
+        node = node[k]
+    return float(node)
+
+
+def choose(bm: Benchmark, trials: list[Run], results: dict[str, dict]) -> dict[str, dict]:
+    """Per method: validation PSNR (raw weights) of every trial weight and the best one."""
+    out: dict[str, dict] = {}
+    for run in trials:
+        s = out.setdefault(run.method, {'key': bm.methods[run.method]['sweep']['key'], 'val_psnr': {},
+                                        'shipped': shipped_weight(bm, run.method), 'iters': run.iters,
+                                        'seed': run.seed})
+        s['val_psnr'][f'{run.weight:g}'] = results[run.name]['val']['params']['psnr']
+    for s in out.values():
+        s['chosen'] = float(max(s['val_psnr'], key=s['val_psnr'].get))
+    return out
+
+
+def swept_runs(bm: Benchmark, sweep: dict[str, dict]) -> list[Run]:
+    agg = [f'mtkd1_s{bm.seeds[0]}']
+    return [Run(f'{m}_swept_s{seed}', m, seed, bm.iters, 'swept', s['chosen'], agg if m == 'mtkd' else [])
+            for m, s in sweep.items() if s['chosen'] != s['shipped'] for seed in bm.seeds]
+
+
+def build_summary(bm: Benchmark, drv: Driver, methods: list[str], skipped: dict[str, str],
+                  sweep: dict[str, dict], elapsed: float) -> dict:
+    res = drv.results
+    by_row: dict[str, list[dict]] = {}
+    for m in methods:
+        if m in skipped:
+            continue
+        by_row[m] = [res[f'{m}_s{s}'] for s in bm.seeds if f'{m}_s{s}' in res]
+    for m, s in sweep.items():
+        names = [f'{m}_swept_s{seed}' if s['chosen'] != s['shipped'] else f'{m}_s{seed}' for seed in bm.seeds]
+        by_row[f'{m} (swept)'] = [res[n] for n in names if n in res]
+    rows: dict[str, dict] = {}
+    for label, results in by_row.items():
+        if not results:
+            continue
+        row = report.row_summary(results)
+        m = label.split(' ')[0]
+        if row['weight'] is None and bm.methods[m].get('sweep'):
+            row['weight'] = shipped_weight(bm, m)
+        row['delta_vs_scratch'] = report.deltas(results, by_row.get('scratch')) if label != 'scratch' else None
+        row['delta_vs_kd'] = report.deltas(results, by_row.get('kd')) if label != 'kd' else None
+        rows[label] = row
+    for m, why in skipped.items():
+        rows[m] = {'skipped': why}
+    agg = res.get(f'mtkd1_s{bm.seeds[0]}', {}).get('test')
+    drv.teacher_outputs()
+    seeds = ' '.join(map(str, bm.seeds))
+    return {
+        'benchmark': bm.name, 'config': osp.relpath(bm.path, REPO) if bm.path.startswith(REPO) else bm.path,
+        'title': f'{bm.name}: x{bm.scale}, {bm.iters} iterations, seeds {seeds}, test split of {bm.data}',
+        'scale': bm.scale, 'iters': bm.iters, 'seeds': bm.seeds, 'student': bm.student,
+        'teachers': {n: {'psnr': t['psnr'], 'ssim': t['ssim']} for n, t in drv.teacher_scores.items()},
+        'aggregator': agg, 'rows': rows, 'convergence': report.convergence(by_row.get('scratch', [])),
+        'sweep': sweep or None, 'elapsed_s': elapsed, 'trained_this_call': drv.trained,
+        'runs': {n: {k: v for k, v in r.items() if k not in ('test', 'val')} for n, r in res.items()},
+        'written': datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%dT%H:%M:%SZ'),
+        'notes': ('Y-channel PSNR/SSIM, crop = scale, full-image forward, mean over test images then mean ± '
+                  'sample std over seeds. Raw = `params`, EMA = `params_ema`. Δ: paired per-seed difference '
+                  '(PSNR, dB), mean ± std, p = two-sided paired t-test. PSNR to teacher: student output vs '
+                  'the first teacher\'s output. Swept rows: loss weight chosen on the validation split.'),
+    }
+
+
+def figures(bm: Benchmark, drv: Driver, summary: dict, out: str) -> dict[str, str]:
+    from kdsr_plugins.report.logs import read_experiments
+
+    logs = read_experiments(osp.join(drv.work, 'experiments'))
+    val = f'{bm.name}_val'
+    curves = {}
+    for label in summary['rows']:
+        m = label.split(' ')[0]
+        suffix = '_swept' if label.endswith('(swept)') else ''
+        runs = [logs[f'{m}{suffix}_s{s}'].curves.get(val, {}).get('psnr', {}) for s in bm.seeds
+                if f'{m}{suffix}_s{s}' in logs]
+        if runs := [c for c in runs if c]:
+            curves[label] = runs
+    written = {'curves': report.plot_curves(curves, osp.join(out, 'psnr_curves.png'),
+                                            f'{bm.name}: validation PSNR (mean ± std over seeds)')}
+    pair = next(p for p in drv._test if p.name == drv.grid_image)
+    seed = bm.seeds[0]
+    t = bm.teachers[0].name
+    tiles = [(f'teacher {t}', osp.join(drv.work, 'teacher_sr', t, f'{pair.name}.png'))]
+    for label in summary['rows']:
+        m, suffix = label.split(' ')[0], '_swept' if label.endswith('(swept)') else ''
+        tiles.append((f'{label} s{seed}', osp.join(drv.work, 'grid', f'{m}{suffix}_s{seed}_params.png')))
+    written['grid'] = report.picture_grid(tiles, pair.hr, pair.lr, bm.scale, osp.join(out, 'grid.png'),
+                                          f'{pair.name} (test), raw weights, seed {seed}')
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    torch.set_num_threads(1)
+    bm = load_benchmark(args.config)
+    if args.iters:
+        bm.iters = args.iters
+    if args.data:
+        bm.data = args.data
+    if args.seeds:
+        bm.seeds = args.seeds
+    methods = [m.strip() for m in args.methods.split(',')] if args.methods else [m for m in METHODS if m in bm.methods]
+    if bad := [m for m in methods if m not in bm.methods]:
+        print(f'method(s) {bad} not in the config {args.config} (has: {list(bm.methods)})', file=sys.stderr)
+        return 2
+    methods = [m for m in METHODS if m in methods]
+    if not bm.teachers and any(m != 'scratch' for m in methods):
+        print('the config lists no teacher', file=sys.stderr)
+        return 2
+    out = osp.abspath(args.out or osp.join(REPO, 'bench', 'results', bm.name))
+    work = osp.abspath(args.work or osp.join(out, 'work'))
+    os.makedirs(out, exist_ok=True)
+    with open(osp.join(out, '.gitignore'), 'w') as f:
+        f.write('work/\n')
+    start = time.time()
+    drv = Driver(bm, out, work, args.skip_done or args.report_only, args.jobs)
+    runs, skipped = plan(bm, methods)
+    for m, why in skipped.items():
+        print(f'[bench] skipping {m}: {why}', flush=True)
+    trials = sweep_trials(bm, methods, skipped) if args.sweep else []
+    if args.report_only:
+        drv.results.update(drv.stored_results())
+    else:
+        drv.run_all(runs + trials)
+    sweep = choose(bm, trials, drv.results) if trials else {}
+    if sweep and not args.report_only:
+        drv.run_all(swept_runs(bm, sweep))
+    summary = build_summary(bm, drv, methods, skipped, sweep, time.time() - start)
+    written = report.write(summary, out)
+    written.update(figures(bm, drv, summary, out))
+    for folder in ('students', 'students_swept'):
+        files = {osp.basename(r['student']): {'method': r['method'], 'seed': r['seed'], 'weight': r.get('weight')}
+                 for r in drv.results.values()
+                 if r.get('student') and osp.basename(osp.dirname(r['student'])) == folder}
+        if files:
+            written[folder] = scoring.write_students_card(osp.join(out, folder), bm.student, bm.scale, files)
+    with open(written['table'], encoding='utf-8') as f:
+        print('\n' + f.read())
+    for kind, path in written.items():
+        print(f'[bench] {kind}: {path}')
+    print(f'[bench] trained {len(drv.trained)} run(s) this call; total {time.time() - start:.0f} s')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,263 @@
+"""Real-photo benchmark driver (``bench/photo_benchmark.py``) and re-scoring (``bench/quality.py --score-only``).
+
+Tiny photo set (scikit-image photos through ``data_prep photos``), tiny random teachers, a few iterations.
+"""
+from __future__ import annotations
+
+import json
+import os
+import os.path as osp
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+import yaml
+
+from kdsr_testutils import ROOT, edsr, save_random_net
+
+BENCH = osp.join(ROOT, 'bench')
+sys.path.insert(0, BENCH)
+
+from photo_bench import stats  # noqa: E402
+
+SCALE = 4
+
+
+def make_photo_set(root: str) -> str:
+    """A photo set: 1 train photo (16 sub-images of 96), 1 val and 2 test photos, x4."""
+    import skimage
+
+    from kdsr_plugins.data_prep.photos import build_photo_set, sha256_file, source_path
+
+    photos = []
+    for f, split, size in (('astronaut.png', 'train', [192, 192]), ('coffee.png', 'val', [96, 72]),
+                           ('rocket.jpg', 'test', [96, 96]), ('chelsea.png', 'test', [120, 96])):
+        src = {'kind': 'skimage', 'version': skimage.__version__, 'file': f}
+        photos.append({'name': f.split('.')[0], 'split': split, 'source': src, 'sha256': sha256_file(source_path(src)),
+                       'resize_to': size})
+    man = {'format': 1, 'max_pixels': 200000, 'mod': 12, 'scales': [SCALE], 'crop_size': 48, 'step': 48,
+           'photos': photos}
+    path = osp.join(root, 'manifest.json')
+    with open(path, 'w') as f:
+        json.dump(man, f)
+    out = osp.join(root, 'photos')
+    build_photo_set(path, out, progress=False)
+    return out
+
+
+def make_config(root: str, data: str, n_teachers: int = 1, methods=('scratch', 'kd', 'fitnet'),
+                sweep: bool = False) -> str:
+    """A benchmark config with tiny random EDSR teachers (f8b2) and student (f4b1)."""
+    teachers = []
+    for i in range(n_teachers):
+        ckpt = save_random_net(edsr(8, 2, SCALE), osp.join(root, f'teacher{i}.pth'), seed=i)
+        teachers.append({'name': f't{i}', 'network': edsr(8, 2, SCALE), 'pretrain': ckpt,
+                         'taps': ['conv_first', 1, 'conv_after_body'], 'mipkd_positions': [1]})
+    shipped = {'scratch': 'Scratch/train_Scratch_EDSR_x4c64b32.yml', 'kd': 'KD/train_KD_EDSR_x4c256b32_c64b32.yml',
+               'fitnet': 'FeatureKD/train_FitNet_EDSR_x4c256b32_c64b32.yml',
+               'mtkd': 'MTKD/train_MTKD_EDSRbl_x4.yml'}
+    spec = {m: {'options': f'options/train/{shipped[m]}'} for m in methods}
+    if 'mtkd' in spec:
+        spec['mtkd']['stage1'] = 'options/train/MTKD/train_MTKD_DCTSwin_x4_edsr_swinir_rcan.yml'
+    if sweep:
+        spec['kd']['sweep'] = {'key': 'train.kd_opt.loss_weight', 'values': [0.5, 1.0]}
+    cfg = {'name': 'tiny', 'scale': SCALE, 'data': data, 'iters': 4, 'seeds': [0, 1], 'val_freq': 2,
+           'recipe': {'batch_size': 2, 'gt_size': 32, 'lr': 1e-3, 'warmup_iter': -1, 'eta_min': 1e-6,
+                      'ema_decay': 0.9},
+           'student': {'network_g': edsr(4, 1, SCALE), 'taps': ['conv_first', 0, 'conv_after_body'],
+                       'mipkd_positions': [0]},
+           'teachers': teachers, 'teacher_check': 'off', 'cache_teacher': True, 'methods': spec,
+           'mtkd': {'aggregator': {'type': 'MTKDDCTSwin', 'img_size': 32, 'window_size': 4, 'embed_dim': 12,
+                                   'depths': [1], 'num_heads': [2], 'mlp_ratio': 2, 'num_feat': 8},
+                    'aggregator_iters': 2},
+           'sweep': {'iters': 2, 'seed': 0}}
+    path = osp.join(root, 'bench.yml')
+    with open(path, 'w') as f:
+        yaml.safe_dump(cfg, f, sort_keys=False)
+    return path
+
+
+def run_bench(*args: str, cwd: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, 'OMP_NUM_THREADS': '1', 'PYTHONPATH': ROOT}
+    proc = subprocess.run([sys.executable, osp.join(BENCH, 'photo_benchmark.py'), *args], cwd=cwd, env=env,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+# --------------------------------------------------------------------------------------- statistics
+def test_paired_delta_matches_hand_computed_t_test():
+    # deltas 0.1, 0.3, 0.1: mean 1/6, sample std sqrt(0.04/3), t = 2.5 with 2 degrees of freedom;
+    # Student-t CDF for 2 dof: 1/2 + t / (2 sqrt(2 + t^2)) -> p = 1 - 2.5 / sqrt(8.25)
+    d = stats.paired_delta({0: 30.1, 1: 30.3, 2: 30.2, 5: 99.0}, {0: 30.0, 1: 30.0, 2: 30.1})
+    assert d['seeds'] == [0, 1, 2] and d['n'] == 3
+    assert d['deltas'] == pytest.approx([0.1, 0.3, 0.1])
+    assert d['mean'] == pytest.approx(1 / 6)
+    assert d['std'] == pytest.approx((0.04 / 3) ** 0.5)
+    assert d['p'] == pytest.approx(1 - 2.5 / 8.25 ** 0.5, rel=1e-9)
+
+
+def test_paired_delta_without_variance_or_pairs_has_no_p_value():
+    same = stats.paired_delta({0: 30.2, 1: 30.4}, {0: 30.0, 1: 30.2})
+    assert same['mean'] == pytest.approx(0.2) and same['std'] == pytest.approx(0.0, abs=1e-12) and same['p'] is None
+    one = stats.paired_delta({0: 30.2}, {0: 30.0, 1: 30.1})
+    assert one['n'] == 1 and one['std'] is None and one['p'] is None
+    assert stats.paired_delta({}, {0: 1.0})['mean'] is None
+
+
+def test_last_fraction_gain_starts_at_the_latest_point_before_80_percent():
+    curve = {1000 * i: 29.0 + 0.01 * i for i in range(1, 21)}
+    g = stats.last_fraction_gain(curve, 20000)
+    assert (g['from_iter'], g['to_iter']) == (16000, 20000) and g['gain'] == pytest.approx(0.04)
+    g = stats.last_fraction_gain({15000: 29.9, 17000: 30.0, 20000: 30.05}, 20000)
+    assert g['from_iter'] == 15000 and g['gain'] == pytest.approx(0.15)
+    assert stats.last_fraction_gain({18000: 30.0, 20000: 30.1}, 20000) is None
+
+
+# --------------------------------------------------------------------------------------- options
+def test_run_options_take_losses_from_the_shipped_yaml_and_substitute_the_rest(tmp_path):
+    from photo_bench.config import load_benchmark, read_yaml, run_options
+
+    data = tmp_path / 'photos'
+    for split in ('val', 'test'):
+        (data / split / 'HR').mkdir(parents=True)
+        (data / split / 'LR_bicubic' / 'X4').mkdir(parents=True)
+    cfg = make_config(str(tmp_path), str(data), methods=('scratch', 'kd', 'fitnet'), sweep=True)
+    with open(cfg) as f:
+        raw = yaml.safe_load(f)
+    raw['methods']['dukd'] = {'options': 'options/train/DUKD/train_DUKD_EDSR_x4c256b32_c64b32.yml'}
+    raw['methods']['mipkd'] = {'options': 'options/train/MiPKD/train_MiPKD_EDSR_x4c256b32_c64b32.yml'}
+    with open(cfg, 'w') as f:
+        yaml.safe_dump(raw, f)
+    bm = load_benchmark(cfg)
+    shipped = read_yaml(osp.join(ROOT, 'options/train/FeatureKD/train_FitNet_EDSR_x4c256b32_c64b32.yml'))
+    opt = run_options(bm, 'fitnet', 'fitnet_s1', 1, 7)
+    assert opt['manual_seed'] == 1 and opt['train']['total_iter'] == 7 and opt['network_g'] == edsr(4, 1, SCALE)
+    assert opt['train']['feature_opt'] == shipped['train']['feature_opt']  # the paper's loss and weight
+    assert opt['train']['feature_kd']['positions_t'] == ['conv_first', 1, 'conv_after_body']
+    assert opt['train']['feature_kd']['positions_s'] == ['conv_first', 0, 'conv_after_body']
+    assert opt['network_t'] == edsr(8, 2, SCALE) and opt['path']['pretrain_network_t'].endswith('teacher0.pth')
+    assert opt['datasets']['train']['dataroot_gt'] == str(data / 'train' / 'DIV2K_train_HR_sub.lmdb')
+    dukd = run_options(bm, 'dukd', 'dukd_s0', 0, 7)
+    assert dukd['path']['pretrain_network_g'] is None  # the shipped x2 initialisation is not carried over
+    assert dukd['train']['pixel_opt']['loss_weight'] == 5.0 and dukd['train']['optim_g']['lr'] == 1e-3
+    assert run_options(bm, 'mipkd', 'm', 0, 7)['train']['mipkd_opt']['positions_s'] == [0]
+    kd = run_options(bm, 'kd', 'kd_w', 0, 7, weight=0.5, cache='/c.lmdb')
+    assert kd['train']['kd_opt']['loss_weight'] == 0.5 and kd['datasets']['train']['type'] == 'KDCachedTargetDataset'
+    assert run_options(bm, 'scratch', 's', 0, 7)['model_type'] == 'SRModel'
+    bm.methods['kd']['sweep']['key'] = 'train.kd_opt.loss_wieght'
+    with pytest.raises(KeyError, match='loss_wieght'):
+        run_options(bm, 'kd', 'kd_w', 0, 7, weight=0.5)
+
+
+# --------------------------------------------------------------------------------------- re-scoring
+def test_image_pairs_accept_scale_suffixed_and_plain_lr_names(tmp_path):
+    from photo_bench.scoring import image_pairs
+
+    (tmp_path / 'HR').mkdir(), (tmp_path / 'LR_bicubic' / 'X4').mkdir(parents=True)
+    img = np.zeros((16, 16, 3), np.uint8)
+    for name in ('a', 'b'):
+        cv2.imwrite(str(tmp_path / 'HR' / f'{name}.png'), img)
+    cv2.imwrite(str(tmp_path / 'LR_bicubic' / 'X4' / 'ax4.png'), img[:4, :4])
+    cv2.imwrite(str(tmp_path / 'LR_bicubic' / 'X4' / 'b.png'), img[:4, :4])
+    assert [(p.name, osp.basename(p.lr)) for p in image_pairs(str(tmp_path), 4)] == [('a', 'ax4.png'), ('b', 'b.png')]
+    os.remove(tmp_path / 'LR_bicubic' / 'X4' / 'b.png')
+    with pytest.raises(FileNotFoundError, match=r"b\.png"):
+        image_pairs(str(tmp_path), 4)
+
+
+def _students(folder: str) -> None:
+    from photo_bench.scoring import write_students_card
+
+    os.makedirs(folder)
+    files = {}
+    for i, (m, s) in enumerate((('scratch', 0), ('kd', 0), ('mtkd', 1), ('scratch', 1))):
+        save_random_net(edsr(4, 1, SCALE), osp.join(folder, f'{m}_seed{s}.pth'), seed=i)
+        files[f'{m}_seed{s}.pth'] = {'method': m, 'seed': s}
+    write_students_card(folder, edsr(4, 1, SCALE), SCALE, files)
+
+
+def _set5(root: str, plain: bool) -> None:
+    rng = np.random.default_rng(0)
+    os.makedirs(osp.join(root, 'HR')), os.makedirs(osp.join(root, 'LR_bicubic', 'X4'))
+    for name in ('bird', 'woman'):
+        hr = rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)
+        cv2.imwrite(osp.join(root, 'HR', f'{name}.png'), hr)
+        lr = cv2.resize(hr, (12, 10), interpolation=cv2.INTER_AREA)
+        cv2.imwrite(osp.join(root, 'LR_bicubic', 'X4', f'{name}{"" if plain else "x4"}.png'), lr)
+
+
+def test_score_only_writes_the_results_json_with_method_labels(tmp_path):
+    import torch
+    from photo_bench import rescore, scoring
+
+    _students(str(tmp_path / 'students'))
+    _set5(str(tmp_path / 'set5'), plain=True)
+    assert rescore.main(['--test-root', str(tmp_path / 'set5'), '--scale', '4', '--out', str(tmp_path / 'o'),
+                         '--students', str(tmp_path / 'students')]) == 0
+    with open(tmp_path / 'o' / 'summary.json') as f:
+        res = json.load(f)
+    assert list(res) == ['results']
+    assert [(r['method'], r['seed']) for r in res['results']] == [('scratch', 0), ('scratch', 1), ('kd', 0),
+                                                                  ('mtkd', 1)]
+    assert all(list(r) == ['method', 'seed', 'psnr_y', 'ssim_y'] for r in res['results'])
+    # the same figure as scoring the network by hand (BasicSR's Y PSNR, crop 4)
+    params = torch.load(tmp_path / 'students' / 'kd_seed0.pth', weights_only=True)['params']
+    net = scoring.build_net(edsr(4, 1, SCALE), params)
+    want = []
+    for name in ('bird', 'woman'):
+        sr = scoring.super_resolve(net, cv2.imread(str(tmp_path / 'set5' / 'LR_bicubic' / 'X4' / f'{name}.png')))
+        want.append(scoring.y_metrics(sr, cv2.imread(str(tmp_path / 'set5' / 'HR' / f'{name}.png')), 4)['psnr'])
+    assert res['results'][2]['psnr_y'] == pytest.approx(sum(want) / 2)
+    assert '| scratch | 2 |' in (tmp_path / 'o' / 'table.md').read_text()
+    with pytest.raises(SystemExit, match='x4'):
+        rescore.main(['--test-root', str(tmp_path / 'set5'), '--scale', '2', '--out', str(tmp_path / 'o2'),
+                      '--students', str(tmp_path / 'students')])
+
+
+@pytest.mark.subprocess
+def test_quality_score_only_command_line(tmp_path):
+    _students(str(tmp_path / 'students'))
+    _set5(str(tmp_path / 'set5'), plain=False)
+    env = {**os.environ, 'OMP_NUM_THREADS': '1', 'PYTHONPATH': ROOT}
+    proc = subprocess.run([sys.executable, osp.join(BENCH, 'quality.py'), '--score-only', '--test-root',
+                           str(tmp_path / 'set5'), '--scale', '4', '--out', str(tmp_path / 'o'), '--students',
+                           str(tmp_path / 'students')], env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    res = json.loads((tmp_path / 'o' / 'summary.json').read_text())['results']
+    assert {r['method'] for r in res} == {'scratch', 'kd', 'mtkd'} and all(r['psnr_y'] > 0 for r in res)
+
+
+# --------------------------------------------------------------------------------------- end to end
+@pytest.mark.slow
+@pytest.mark.subprocess
+def test_benchmark_end_to_end_then_skip_done(tmp_path):
+    data = make_photo_set(str(tmp_path))
+    cfg = make_config(str(tmp_path), data, methods=('scratch', 'kd', 'mtkd'))
+    out = tmp_path / 'out'
+    proc = run_bench('--config', cfg, '--out', str(out), '--skip-done', cwd=str(tmp_path))
+    assert 'skipping mtkd: MTKD needs >= 2 teachers, the config lists 1' in proc.stdout
+    summary = json.loads((out / 'summary.json').read_text())
+    assert sorted(summary['trained_this_call']) == ['kd_s0', 'kd_s1', 'scratch_s0', 'scratch_s1']
+    rows = summary['rows']
+    assert rows['mtkd'] == {'skipped': 'MTKD needs >= 2 teachers, the config lists 1'}
+    kd = rows['kd']
+    assert kd['seeds'] == [0, 1] and set(kd) >= {'raw', 'ema', 'delta_vs_scratch'}
+    per = {int(k): v for k, v in kd['raw']['psnr']['per_seed'].items()}
+    base = {int(k): v for k, v in rows['scratch']['raw']['psnr']['per_seed'].items()}
+    assert kd['delta_vs_scratch']['raw']['deltas'] == pytest.approx([per[s] - base[s] for s in (0, 1)])
+    assert 0 < kd['raw']['psnr_teacher']['mean'] < 100
+    assert summary['runs']['kd_s0']['cached_targets'] is True  # logits KD read the teacher-output cache
+    assert summary['convergence']['from_iter'] == 2 and 'test_raw' in summary['convergence']
+    table = (out / 'table.md').read_text()
+    assert '| mtkd | skipped: MTKD needs >= 2 teachers' in table and '| Teacher t0 |' in table
+    for f in ('psnr_curves.png', 'grid.png', 'students/scratch_seed0.pth', 'students/kd_seed1.pth'):
+        assert (out / f).is_file(), f
+    card = json.loads((out / 'students' / 'students.json').read_text())
+    assert card['network_g'] == edsr(4, 1, SCALE) and card['students']['kd_seed1.pth'] == {
+        'method': 'kd', 'seed': 1, 'weight': None}
+    proc = run_bench('--config', cfg, '--out', str(out), '--skip-done', cwd=str(tmp_path))
+    assert 'training' not in proc.stdout and json.loads((out / 'summary.json').read_text())['trained_this_call'] == []
+    assert json.loads((out / 'summary.json').read_text())['rows']['kd']['raw'] == kd['raw']
