@@ -323,7 +323,7 @@ def test_shipped_yamls_are_current_and_build(tmp_path):
     shipped_losses = {  # kd_core spec §9.2-§9.5 defaults
         'FitNet': {'type': 'KDFitNetLoss', 'loss_weight': 10.0, 'distance': 'l1', 'mode': 'regress'},
         'AT': {'type': 'KDAttentionLoss', 'loss_weight': 10.0, 'mode': 'sr_l1', 'p': 2},
-        'FAKD': {'type': 'KDAffinityLoss', 'loss_weight': 10.0, 'max_hw': 4096},
+        'FAKD': {'type': 'KDAffinityLoss', 'loss_weight': 10.0, 'max_hw': 65536, 'blocked': True, 'tile': 512},
         'RKD': {'type': 'KDRelationLoss', 'loss_weight': 1.0, 'lambda_d': 25.0, 'lambda_a': 50.0, 'embed': 'avg'}}
     for path in files:
         with open(path) as f:
