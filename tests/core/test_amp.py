@@ -34,6 +34,15 @@ from kdsr_testutils import (
 MODEL_TYPES = ('KDModel', 'FeatureKDModel', 'DUKDModel', 'MiPKDModel', 'MTKDAggregatorModel', 'MTKDStudentModel')
 
 
+@pytest.fixture
+def cpu_fp16_allowed(monkeypatch):
+    """Models built in the test accept fp16 on CPU (normally refused), so the scaler path runs here."""
+    from kdsr_plugins.core import amp as amp_module
+    real = amp_module.MixedPrecision
+    monkeypatch.setattr('kdsr_plugins.core.kd_model.MixedPrecision',
+                        lambda *a, **k: real(*a, allow_cpu_fp16=True, **k))
+
+
 def model_opt(model_type: str, root, mtkd_ckpts: dict, **train_extra) -> tuple[dict, int]:
     """A tiny training option dict of ``model_type`` (random teachers) and its scale."""
     if model_type.startswith('MTKD'):
@@ -206,11 +215,7 @@ def test_off_is_unchanged_by_the_amp_machinery(tmp_path, mtkd_ckpts, single_thre
 
 
 @pytest.mark.slow
-def test_dukd_official_two_step_refuses_fp16(tmp_path, mtkd_ckpts, monkeypatch):
-    from kdsr_plugins.core import amp as amp_module
-    real = amp_module.MixedPrecision
-    monkeypatch.setattr('kdsr_plugins.core.kd_model.MixedPrecision',
-                        lambda *a, **k: real(*a, allow_cpu_fp16=True, **k))
+def test_dukd_official_two_step_refuses_fp16(tmp_path, mtkd_ckpts, cpu_fp16_allowed):
     opt, _ = model_opt('DUKDModel', tmp_path, mtkd_ckpts, amp='fp16')
     opt['train']['dukd_opt']['update_mode'] = 'official_two_step'
     with pytest.raises(ValueError, match='official_two_step cannot use train.amp fp16'):
@@ -218,12 +223,8 @@ def test_dukd_official_two_step_refuses_fp16(tmp_path, mtkd_ckpts, monkeypatch):
 
 
 @pytest.mark.slow
-def test_fp16_scaler_state_is_saved_and_restored(tmp_path, mtkd_ckpts, monkeypatch):
+def test_fp16_scaler_state_is_saved_and_restored(tmp_path, mtkd_ckpts, cpu_fp16_allowed):
     """fp16 (allowed on CPU for the test): the training state holds the scaler, a resumed model gets it back."""
-    from kdsr_plugins.core import amp as amp_module
-    real = amp_module.MixedPrecision
-    monkeypatch.setattr('kdsr_plugins.core.kd_model.MixedPrecision',
-                        lambda *a, **k: real(*a, allow_cpu_fp16=True, **k))
     opt, _ = model_opt('KDModel', tmp_path, mtkd_ckpts, amp='fp16')
     model = build_model_from_opt(opt, tmp_path)
     model.feed_data(random_batch(2))
