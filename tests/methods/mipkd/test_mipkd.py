@@ -451,7 +451,13 @@ def test_shipped_yamls_are_current_and_valid():
                            '--check'], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     files = sorted(glob.glob(osp.join(ROOT, 'options', 'train', 'MiPKD', '*.yml')))
-    assert len(files) == 15 and len(glob.glob(osp.join(ROOT, 'options', 'test', 'MiPKD', '*.yml'))) == 15
+    assert len(files) == 18 and len(glob.glob(osp.join(ROOT, 'options', 'test', 'MiPKD', '*.yml'))) == 18
+    lite = [p for p in files if p.endswith('_lite.yml')]
+    assert len(lite) == 3  # the cheaper preset (docs/mipkd.md): latent_dim = student width, MLP encoders
+    for path in lite:
+        opt = yaml.safe_load(open(path))
+        assert opt['train']['mipkd_opt']['latent_dim'] == opt['network_g']['num_feat'], path
+        assert opt['train']['mipkd_opt']['enc_type'] == 'mlp', path
     for path in files:
         opt = yaml.safe_load(open(path))
         assert opt['model_type'] == 'MiPKDModel' and opt['find_unused_parameters'] is True
