@@ -189,6 +189,11 @@ def run_options(bm: Benchmark, method: str, name: str, seed: int, iters: int, *,
                  optim_g={'type': 'Adam', 'lr': lr, 'weight_decay': 0, 'betas': list(r.get('betas', [0.9, 0.99]))},
                  scheduler={'type': 'CosineAnnealingRestartLR', 'periods': [iters], 'restart_weights': [1],
                             'eta_min': float(r.get('eta_min', 1e-6))})
+    amp, channels_last = str(r.get('amp', 'off')), bool(r.get('channels_last', False))
+    if amp != 'off' or channels_last:  # every method at the same precision; scratch through AmpSRModel
+        train.update(amp=amp, channels_last=channels_last)
+        if opt['model_type'] == 'SRModel':
+            opt['model_type'] = 'AmpSRModel'
     if 'network_t' in base:
         t = bm.teachers[0]
         opt['network_t'] = deepcopy(t.network)
@@ -204,7 +209,7 @@ def run_options(bm: Benchmark, method: str, name: str, seed: int, iters: int, *,
     if 'mipkd_opt' in train:
         train['mipkd_opt'].update(positions_t=list(bm.teachers[0].mipkd_positions),
                                   positions_s=list(bm.student_mipkd_positions))
-    if opt['model_type'] != 'SRModel':
+    if opt['model_type'] not in ('SRModel', 'AmpSRModel'):
         train['teacher_check'] = bm.teacher_check
     if weight is not None:
         set_key(opt, spec['sweep']['key'], weight)

@@ -147,6 +147,13 @@ def test_run_options_take_losses_from_the_shipped_yaml_and_substitute_the_rest(t
     kd = run_options(bm, 'kd', 'kd_w', 0, 7, weight=0.5, cache='/c.lmdb')
     assert kd['train']['kd_opt']['loss_weight'] == 0.5 and kd['datasets']['train']['type'] == 'KDCachedTargetDataset'
     assert run_options(bm, 'scratch', 's', 0, 7)['model_type'] == 'SRModel'
+    assert 'amp' not in run_options(bm, 'fitnet', 'f', 0, 7)['train']
+    bm.recipe['amp'] = 'bf16'  # every method at the same precision, scratch through AmpSRModel
+    for method in ('scratch', 'kd', 'fitnet'):
+        train = run_options(bm, method, 'a', 0, 7)['train']
+        assert train['amp'] == 'bf16' and train['channels_last'] is False
+    assert run_options(bm, 'scratch', 's', 0, 7)['model_type'] == 'AmpSRModel'
+    del bm.recipe['amp']
     bm.methods['kd']['sweep']['key'] = 'train.kd_opt.loss_wieght'
     with pytest.raises(KeyError, match='loss_wieght'):
         run_options(bm, 'kd', 'kd_w', 0, 7, weight=0.5)
