@@ -19,15 +19,25 @@ def rcan(num_feat: int, num_group: int, num_block: int) -> dict:
                 squeeze_factor=8, upscale=SCALE, res_scale=1, img_range=255.0, rgb_mean=RGB_MEAN)
 
 
-#: Teachers: name -> (network options, shipped checkpoint). The checkpoints were trained by
-#: ``python -m kdsr_plugins.demo --retrain-teachers`` (see README); the demo retrains a teacher
-#: whose file is missing.
+#: The repository checkout this package runs from (``bash demo.sh``); the photo teacher ships under ``bench/``.
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+#: The real-photo benchmark teacher (``bench/teachers/teacher_edsr_f48b16_x4.yml``: 6,000 iterations on the
+#: photo set, test PSNR-Y 36.58 dB); trained by ``bench/photo`` in hours, so the demo never retrains it.
+PHOTO_TEACHER = osp.join(REPO, 'bench', 'teachers', 'teacher_edsr_f48b16_x4.pth')
+
+#: Teachers: name -> (network options, shipped checkpoint). ``edsr`` teaches every single-teacher method;
+#: MTKD aggregates both. ``rcan`` was trained by ``python -m kdsr_plugins.demo --retrain-teachers``
+#: (see README), which retrains the teachers of :data:`DEMO_TRAINED` only.
 TEACHERS = {
-    'edsr': (edsr(32, 6), osp.join(ASSETS, 'teacher_edsr_f32b6_x4.pth')),
+    'edsr': (edsr(48, 16), PHOTO_TEACHER),
     'rcan': (rcan(24, 2, 3), osp.join(ASSETS, 'teacher_rcan_f24g2b3_x4.pth')),
 }
-STUDENT = edsr(16, 4)
+DEMO_TRAINED = ('rcan',)
+#: The benchmark's student (``bench/photo/benchmark.yml``): 17,667 parameters, 1/48 of the EDSR teacher.
+STUDENT = edsr(12, 2)
 TEACHER_ITERS = 800
+#: The stored real-photo benchmark result the demo prints next to its own table.
+BENCHMARK_TABLE = osp.join(REPO, 'bench', 'results', 'photo_x4', 'table.md')
 
 
 def datasets(data_root: str, lr_patch: int = 24, batch: int = 8) -> dict:
@@ -43,6 +53,12 @@ def datasets(data_root: str, lr_patch: int = 24, batch: int = 8) -> dict:
     }
 
 
+def default_precision() -> str:
+    """``bf16`` on a CPU with native bfloat16 (AMX / AVX-512 BF16: 2-4x faster with channels-last), else ``off``."""
+    from kdsr_plugins.core.amp import native_bf16_cpu
+    return 'bf16' if native_bf16_cpu() else 'off'
+
+
 def metrics() -> dict:
     return {'psnr': {'type': 'calculate_psnr', 'crop_border': SCALE, 'test_y_channel': True},
             'ssim': {'type': 'calculate_ssim', 'crop_border': SCALE, 'test_y_channel': True}}
@@ -50,8 +66,11 @@ def metrics() -> dict:
 
 def train_options(name: str, model_type: str, network_g: dict, data_root: str, iters: int, seed: int,
                   train_extra: dict | None = None, top_extra: dict | None = None, lr: float = 1e-3,
-                  val_freq: int | None = None) -> dict:
+                  val_freq: int | None = None, amp: str = 'off') -> dict:
     """A complete training option dict for one demo run (no EMA: short runs, raw weights scored).
+
+    ``amp`` other than ``off`` trains under ``train.amp`` with ``train.channels_last`` (docs/amp.md);
+    the student trained alone then runs as ``AmpSRModel`` so that every row has the same precision.
 
     ``val_freq`` adds validation on the demo validation images every ``val_freq`` iterations (and
     after the last), so the training log holds PSNR/SSIM curves; ``None`` (the demo) validates never.
@@ -66,6 +85,9 @@ def train_options(name: str, model_type: str, network_g: dict, data_root: str, i
         'pixel_opt': {'type': 'L1Loss', 'loss_weight': 1.0, 'reduction': 'mean'},
     }
     train.update(deepcopy(train_extra or {}))
+    if amp != 'off':
+        train.update(amp=amp, channels_last=True)
+        model_type = 'AmpSRModel' if model_type == 'SRModel' else model_type
     opt = {'name': name, 'model_type': model_type, 'scale': SCALE, 'num_gpu': 0, 'manual_seed': seed,
            'datasets': datasets(data_root), 'network_g': deepcopy(network_g),
            'path': {'pretrain_network_g': None, 'strict_load_g': True, 'resume_state': None},

@@ -53,12 +53,16 @@ def read_test_metrics(results_root: str, test_name: str) -> dict[str, float]:
     return dict(next(iter(metrics.values())))
 
 
-def format_table(rows: list[dict], title: str) -> str:
-    lines = [f'### {title}', '', '| Model | Params | PSNR (Y) | SSIM (Y) | Train time (s) |',
-             '|---|---:|---:|---:|---:|']
+def format_table(rows: list[dict], title: str, reference: dict | None = None) -> str:
+    """Markdown table of the rows; with ``reference`` (the student from scratch) a column of PSNR differences."""
+    delta = reference is not None
+    lines = [f'### {title}', '', '| Model | Params | PSNR (Y) | ' + ('Δ PSNR | ' if delta else '')
+             + 'SSIM (Y) | Train time (s) |', '|---|---:|---:|' + ('---:|' if delta else '') + '---:|---:|']
     for row in rows:
         train_time = f'{row["train_s"]:.0f}' if row.get('train_s') is not None else '-'
-        lines.append(f'| {row["label"]} | {row["params"]:,d} | {row["psnr"]:.3f} | {row["ssim"]:.4f} | {train_time} |')
+        diff = f' {row["psnr"] - reference["psnr"]:+.3f} |' if delta else ''
+        lines.append(f'| {row["label"]} | {row["params"]:,d} | {row["psnr"]:.3f} |{diff} {row["ssim"]:.4f} | '
+                     f'{train_time} |')
     return '\n'.join(lines) + '\n'
 
 
@@ -81,7 +85,7 @@ def train_and_test(key: str, label: str, model_type: str, network_g: dict, train
     """
     name = f'{prefix}_{key}_s{args.seed}'
     opt = config.train_options(name, model_type, network_g, args.data, iters, args.seed, train_extra, top_extra,
-                               val_freq=val_freq)
+                               val_freq=val_freq, amp=getattr(args, 'amp', 'off'))
     yml = write_yaml(opt, osp.join(args.out, 'options', f'{name}.yml'))
     print(f'[{prefix}] training {label} ({model_type}, {iters} iterations) ...', flush=True)
     train_s = run_entry_point('kdsr_plugins.train', yml, args.out, osp.join(args.out, 'logs', f'train_{name}.log'))
@@ -102,7 +106,9 @@ def evaluate(test_name: str, network_g: dict, ckpt: str, args: argparse.Namespac
 
 
 def ensure_teachers(args: argparse.Namespace) -> dict[str, str]:
-    """Shipped teacher checkpoints, or freshly trained ones for those missing (or all, on request).
+    """Shipped teacher checkpoints, or freshly trained ones for the missing demo-trained ones (or all, on request).
+
+    The photo teacher (``config.PHOTO_TEACHER``) is never retrained here: missing, it stops the demo.
 
     Args:
         args: Needs ``seed``, ``data``, ``out``, ``retrain_teachers``, ``overwrite_assets``, ``teacher_iters``.
@@ -111,6 +117,12 @@ def ensure_teachers(args: argparse.Namespace) -> dict[str, str]:
 
     ckpts = {}
     for name, (net_opt, shipped) in config.TEACHERS.items():
+        if name not in config.DEMO_TRAINED:
+            if not osp.isfile(shipped):
+                raise SystemExit(f'Teacher {name!r}: no checkpoint {shipped}. It ships with the repository (run the '
+                                 'demo from a checkout: bash demo.sh); bench/photo/README.md retrains it (hours).')
+            ckpts[name] = shipped
+            continue
         if osp.isfile(shipped) and not args.retrain_teachers:
             ckpts[name] = shipped
             continue

@@ -49,9 +49,12 @@ def _logits_kd(ckpts: dict, done: dict) -> tuple[dict, dict]:
     return {'kd_opt': KD_L1}, single_teacher()(ckpts)
 
 
-#: Demo teacher EDSR f32b6 -> student EDSR f16b4: head, two body units at equal relative depth, body end.
-TAPS_T = ['conv_first', 2, 5, 'conv_after_body']
-TAPS_S = ['conv_first', 1, 3, 'conv_after_body']
+#: Teacher EDSR f48b16 -> student EDSR f12b2: head, two body units at equal relative depth, body end
+#: (the photo benchmark's taps, bench/photo/benchmark.yml).
+TAPS_T = ['conv_first', 7, 15, 'conv_after_body']
+TAPS_S = ['conv_first', 0, 1, 'conv_after_body']
+#: MiPKD's stage boundaries at equal relative depth (teacher 16 blocks, student 2).
+MIPKD_T, MIPKD_S = [7, 15], [0, 1]
 
 
 def feature_kd(loss: dict) -> Callable[[dict, dict], tuple[dict, dict]]:
@@ -68,8 +71,8 @@ def _dukd(ckpts: dict, done: dict) -> tuple[dict, dict]:
 
 
 def _mipkd(ckpts: dict, done: dict) -> tuple[dict, dict]:
-    """Mixers at two stage boundaries at equal relative depth (teacher 6 blocks, student 4)."""
-    return ({'kd_opt': KD_L1, 'mipkd_opt': {'positions_t': [2, 5], 'positions_s': [1, 3]}},
+    """Mixers at two stage boundaries at equal relative depth (teacher 16 blocks, student 2)."""
+    return ({'kd_opt': KD_L1, 'mipkd_opt': {'positions_t': MIPKD_T, 'positions_s': MIPKD_S}},
             single_teacher()(ckpts))
 
 

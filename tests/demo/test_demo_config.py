@@ -1,0 +1,61 @@
+"""The demo's options: precision, teachers, the printed table (``kdsr_plugins.demo``)."""
+from __future__ import annotations
+
+import argparse
+import os.path as osp
+
+import pytest
+
+from kdsr_plugins.core.option_checks import check_option_file
+from kdsr_plugins.demo import config
+from kdsr_plugins.demo.__main__ import stored_benchmark
+from kdsr_plugins.demo.pipeline import ensure_teachers, format_table
+from kdsr_plugins.demo.runs import RUNS
+
+
+def test_teachers_student_and_taps_match_the_benchmark():
+    net, ckpt = config.TEACHERS['edsr']
+    assert (net['num_feat'], net['num_block']) == (48, 16) and ckpt == config.PHOTO_TEACHER and osp.isfile(ckpt)
+    assert (config.STUDENT['num_feat'], config.STUDENT['num_block']) == (12, 2)
+    assert config.DEMO_TRAINED == ('rcan',)
+
+
+@pytest.mark.parametrize('amp', ['off', 'bf16'])
+def test_every_demo_run_builds_valid_options_at_both_precisions(amp, tmp_path):
+    ckpts = {name: ckpt for name, (_, ckpt) in config.TEACHERS.items()}
+    done = {'mtkd1': {'ckpt': str(tmp_path / 'agg.pth')}}
+    for run in RUNS:
+        train_extra, top_extra = run.make_options(ckpts, done)
+        opt = config.train_options(f'demo_{run.key}', run.model_type, run.student or config.STUDENT, str(tmp_path),
+                                   10, 0, train_extra, top_extra, amp=amp)
+        if amp == 'off':
+            assert opt['model_type'] == run.model_type and 'amp' not in opt['train']
+        else:
+            assert opt['train']['amp'] == 'bf16' and opt['train']['channels_last'] is True
+            assert opt['model_type'] == ('AmpSRModel' if run.model_type == 'SRModel' else run.model_type)
+        check_option_file(opt)  # unknown keys or a wrong model type would raise
+
+
+def test_missing_photo_teacher_stops_with_a_clear_message(tmp_path, monkeypatch):
+    monkeypatch.setitem(config.TEACHERS, 'edsr', (config.TEACHERS['edsr'][0], str(tmp_path / 'none.pth')))
+    args = argparse.Namespace(out=str(tmp_path), data=str(tmp_path), seed=0, retrain_teachers=True,
+                              overwrite_assets=False, teacher_iters=1)
+    with pytest.raises(SystemExit, match=r"Teacher 'edsr': no checkpoint .*none.pth.*bench/photo/README.md"):
+        ensure_teachers(args)
+
+
+def test_table_has_a_delta_column_against_the_scratch_row():
+    rows = [{'key': 'scratch', 'label': 'Scratch', 'params': 10, 'psnr': 30.0, 'ssim': 0.8, 'train_s': 5.0},
+            {'key': 'kd', 'label': 'KD', 'params': 10, 'psnr': 30.25, 'ssim': 0.81, 'train_s': 6.0}]
+    text = format_table(rows, 'T', reference=rows[0])
+    assert '| Δ PSNR |' in text and '| KD | 10 | 30.250 | +0.250 | 0.8100 | 6 |' in text
+    assert 'Δ' not in format_table(rows, 'T')
+
+
+def test_stored_benchmark_prints_the_table_and_its_command(tmp_path, monkeypatch):
+    table = tmp_path / 'table.md'
+    monkeypatch.setattr(config, 'BENCHMARK_TABLE', str(table))
+    assert 'No stored benchmark table' in stored_benchmark()
+    table.write_text('| Method | PSNR |\n|---|---:|\n| scratch | 35.0 |\n')
+    text = stored_benchmark()
+    assert '| scratch | 35.0 |' in text and 'bench/photo_benchmark.py --config bench/photo/benchmark.yml' in text
