@@ -30,19 +30,17 @@ import os
 import os.path as osp
 import re
 import sys
-from copy import deepcopy
 
 import kdsr_plugins  # noqa: F401  (torchvision shims, then basicsr; registers the plugin)
 
 import basicsr
 import torch
 import yaml
-from basicsr.archs import build_network
-from basicsr.data import build_dataset
-from basicsr.metrics import calculate_psnr, calculate_ssim
-from basicsr.utils import tensor2img
 
 from kdsr_plugins.data_prep.photos import sha256_file
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+from photo_bench import scoring  # noqa: E402
 
 
 def checkpoint_path(exp: str, iteration: int | None) -> tuple[str, bool]:
@@ -63,34 +61,18 @@ def load_params(path: str) -> dict[str, torch.Tensor]:
             for k, v in params.items()}
 
 
-def test_dataset_opt(data_root: str, scale: int, split: str = 'test') -> dict:
-    return {'name': f'photos_{split}', 'type': 'PairedImageDataset', 'phase': 'val', 'scale': scale,
-            'dataroot_gt': osp.join(data_root, split, 'HR'),
-            'dataroot_lq': osp.join(data_root, split, 'LR_bicubic', f'X{scale}'),
-            'filename_tmpl': f'{{}}x{scale}', 'io_backend': {'type': 'disk'}}
-
-
-@torch.no_grad()
 def evaluate(network_opt: dict, params: dict[str, torch.Tensor], data_root: str, scale: int,
              split: str = 'test') -> dict:
-    """Y-channel PSNR/SSIM (crop_border = scale) of a network on a split, per image and mean."""
-    net = build_network(deepcopy(network_opt))
-    net.load_state_dict(params, strict=True)
-    net.eval()
-    ds = build_dataset(test_dataset_opt(data_root, scale, split))
-    per_image = {}
-    for i in range(len(ds)):
-        item = ds[i]
-        sr = tensor2img([net(item['lq'].unsqueeze(0))])
-        gt = tensor2img([item['gt'].unsqueeze(0)])
-        name = osp.splitext(osp.basename(item['gt_path']))[0]
-        per_image[name] = {'psnr': float(calculate_psnr(sr, gt, crop_border=scale, test_y_channel=True)),
-                           'ssim': float(calculate_ssim(sr, gt, crop_border=scale, test_y_channel=True))}
-        print(f'  {name}: PSNR {per_image[name]["psnr"]:.3f} SSIM {per_image[name]["ssim"]:.4f}', flush=True)
-    n = len(per_image)
-    return {'dataset': f'photos/{split}', 'num_images': n, 'crop_border': scale, 'test_y_channel': True,
-            'psnr': sum(v['psnr'] for v in per_image.values()) / n,
-            'ssim': sum(v['ssim'] for v in per_image.values()) / n, 'per_image': per_image}
+    """Y-channel PSNR/SSIM (crop_border = scale) of a network on a split, per image and mean.
+
+    The benchmark's own scoring (``bench/photo_bench/scoring.py``), so card and benchmark agree.
+    """
+    res = scoring.score(scoring.build_net(network_opt, params), scoring.image_pairs(osp.join(data_root, split), scale),
+                        scale)
+    for name, m in res['per_image'].items():
+        print(f'  {name}: PSNR {m["psnr"]:.3f} SSIM {m["ssim"]:.4f}', flush=True)
+    return {'dataset': f'photos/{split}', 'num_images': len(res['per_image']), 'crop_border': scale,
+            'test_y_channel': True, 'psnr': res['psnr'], 'ssim': res['ssim'], 'per_image': res['per_image']}
 
 
 def best_val_from_log(exp: str) -> dict | None:
