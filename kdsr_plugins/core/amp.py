@@ -222,3 +222,15 @@ class MixedPrecision:
         self.scaler.load_state_dict(state['scaler'])
         self.skipped_steps = int(state.get('skipped_steps', 0))
         return []
+
+
+def training_state(epoch: int, current_iter: int, optimizers: list, schedulers: list,
+                   amp: MixedPrecision | None) -> dict[str, Any]:
+    """BasicSR's training-state dict (epoch, iteration, optimizers, schedulers) plus the fp16 scaler state."""
+    state: dict[str, Any] = {'epoch': epoch, 'iter': current_iter,
+                             'optimizers': [o.state_dict() for o in optimizers],
+                             'schedulers': [s.state_dict() for s in schedulers]}
+    scaler = amp.state_dict() if amp is not None else None
+    if scaler is not None:
+        state[SCALER_STATE_KEY] = scaler
+    return state

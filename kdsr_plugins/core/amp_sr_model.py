@@ -24,6 +24,7 @@ from kdsr_plugins.core.amp import (
     MixedPrecision,
     amp_options,
     slow_precision_warning,
+    training_state,
 )
 from kdsr_plugins.core.checkpoints import atomic_torch_save
 
@@ -89,12 +90,7 @@ class AmpSRModel(SRModel):
         """BasicSR's training state plus the fp16 loss-scaler state (written atomically)."""
         if current_iter == -1:
             return
-        state = {'epoch': epoch, 'iter': current_iter,
-                 'optimizers': [o.state_dict() for o in self.optimizers],
-                 'schedulers': [s.state_dict() for s in self.schedulers]}
-        scaler = self.amp.state_dict() if self.amp is not None else None
-        if scaler is not None:
-            state[SCALER_STATE_KEY] = scaler
+        state = training_state(epoch, current_iter, self.optimizers, self.schedulers, self.amp)
         atomic_torch_save(state, osp.join(self.opt['path']['training_states'], f'{current_iter}.state'))
 
     def resume_training(self, resume_state: dict) -> None:

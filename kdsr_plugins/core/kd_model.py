@@ -30,6 +30,7 @@ from kdsr_plugins.core.amp import (
     MixedPrecision,
     amp_options,
     slow_precision_warning,
+    training_state,
 )
 from kdsr_plugins.core.arch_info import mirror_pad, pad_multiple
 from kdsr_plugins.core.checkpoints import (
@@ -573,12 +574,7 @@ class KDModel(SRModel):
         per_rank = gather_rng_states() if self.opt['dist'] else None
         if self.opt['rank'] != 0:
             return
-        state = {'epoch': epoch, 'iter': current_iter,
-                 'optimizers': [o.state_dict() for o in self.optimizers],
-                 'schedulers': [s.state_dict() for s in self.schedulers]}
-        amp_state = self.amp.state_dict() if self.amp is not None else None
-        if amp_state is not None:
-            state[SCALER_STATE_KEY] = amp_state
+        state = training_state(epoch, current_iter, self.optimizers, self.schedulers, self.amp)
         if per_rank is None:
             state['rng'] = capture_rng_state()
         else:

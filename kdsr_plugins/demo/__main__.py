@@ -111,8 +111,9 @@ def main(argv: list[str] | None = None) -> int:
         rows.append({'label': f'Teacher ({name})', 'params': count_params(net_opt), 'train_s': None, **metrics})
     elapsed = time.time() - start
     precision = 'float32' if args.amp == 'off' else f'{args.amp} + channels-last'
+    scratch = next((r for r in rows if r.get('key') == 'scratch'), None)
     table = format_table(rows, f'Demo x4, {args.iters} iterations, seed {args.seed}, {precision} '
-                               '(validation: coffee, rocket)', reference=next((r for r in rows if r.get('key') == 'scratch'), None))
+                               '(validation: coffee, rocket)', reference=scratch)
     note = (f'\nY-channel PSNR/SSIM, crop 4, raw weights (`params`), single pass; Δ: PSNR minus the student from '
             f'scratch. Two validation images and one seed: a demonstration, not a measurement (seed-to-seed spread '
             f'is about 0.1-0.3 dB). Total demo time: {elapsed:.0f} s.\n')
