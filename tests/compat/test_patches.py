@@ -40,7 +40,7 @@ def test_unknown_registry_name_lists_close_matches_and_registered_names(what, bu
     assert f'Did you mean: {suggestion}' in message
     assert 'Registered: ' in message and 'import kdsr_plugins' in message
     if what == 'model':
-        assert '(from kdsr_plugins: DUKDModel, FeatureKDModel, KDModel, ' in message
+        assert '(from kdsr_plugins: AmpSRModel, DUKDModel, FeatureKDModel, KDModel, ' in message
 
 
 # ------------------------------------------------------------------------------ option YAMLs
