@@ -85,7 +85,9 @@ def write(args: argparse.Namespace, rows: list[dict]) -> None:
              f'Command: `{command}`; date {time.strftime("%Y-%m-%d")}; CPU, OMP_NUM_THREADS '
              f'{os.environ.get("OMP_NUM_THREADS", "unset")}, torch {torch.__version__}, CPU capability '
              f'{torch.backends.cpu.get_cpu_capability()}.', '',
-             f'Demo student EDSR 16c4b, demo teachers, {args.iters} iterations, batch 8, LR patch 24; channels-last '
+             f'Demo student EDSR {config.STUDENT["num_feat"]}c{config.STUDENT["num_block"]}b, teacher EDSR '
+             f'{config.TEACHERS["edsr"][0]["num_feat"]}c{config.TEACHERS["edsr"][0]["num_block"]}b, '
+             f'{args.iters} iterations, batch 8, LR patch 24; channels-last '
              f'{"on" if args.channels_last else "off"}; Y-channel PSNR (dB) / SSIM of float32 inference on the demo '
              'validation images.', '',
              '| Method | seed | PSNR float32 | PSNR bf16 | bf16 - float32 (dB) | SSIM float32 | SSIM bf16 | '
