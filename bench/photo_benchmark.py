@@ -133,7 +133,8 @@ def build_summary(bm: Benchmark, drv: Driver, methods: list[str], skipped: dict[
     seeds = ' '.join(map(str, bm.seeds))
     return {
         'benchmark': bm.name, 'config': osp.relpath(bm.path, REPO) if bm.path.startswith(REPO) else bm.path,
-        'title': f'{bm.name}: x{bm.scale}, {bm.iters} iterations, seeds {seeds}, test split of {bm.data}',
+        'title': (f'{bm.name}: x{bm.scale}, {bm.iters} iterations, seeds {seeds}, test split of the photo set '
+                  f'{osp.basename(osp.normpath(bm.data))}/'),
         'scale': bm.scale, 'iters': bm.iters, 'seeds': bm.seeds, 'student': bm.student,
         'teachers': {n: {'psnr': t['psnr'], 'ssim': t['ssim']} for n, t in drv.teacher_scores.items()},
         'aggregator': agg, 'rows': rows, 'convergence': report.convergence(by_row.get('scratch', [])),
