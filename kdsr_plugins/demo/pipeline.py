@@ -87,7 +87,7 @@ def train_and_test(key: str, label: str, model_type: str, network_g: dict, train
     opt = config.train_options(name, model_type, network_g, args.data, iters, args.seed, train_extra, top_extra,
                                val_freq=val_freq, amp=getattr(args, 'amp', 'off'))
     yml = write_yaml(opt, osp.join(args.out, 'options', f'{name}.yml'))
-    print(f'[{prefix}] training {label} ({model_type}, {iters} iterations) ...', flush=True)
+    print(f'[{prefix}] training {label} ({opt["model_type"]}, {iters} iterations) ...', flush=True)
     train_s = run_entry_point('kdsr_plugins.train', yml, args.out, osp.join(args.out, 'logs', f'train_{name}.log'))
     ckpt = osp.join(args.out, 'experiments', name, 'models', 'net_g_latest.pth')
     metrics = evaluate(f'test_{name}', network_g, ckpt, args, test_model_type, test_top_extra)
