@@ -14,6 +14,8 @@ from typing import Any
 
 import yaml
 
+from kdsr_plugins.core.amp_sr_model import apply_precision
+
 #: Method keys in table order; ``mtkd`` is the stage-2 student (stage 1: ``mtkd1``, the aggregator).
 METHODS = ('scratch', 'kd', 'fitnet', 'at', 'fakd', 'rkd', 'dukd', 'mipkd', 'mtkd')
 #: Methods whose loss only needs the teacher's (or aggregator's) output: the teacher-output cache serves them.
@@ -189,11 +191,7 @@ def run_options(bm: Benchmark, method: str, name: str, seed: int, iters: int, *,
                  optim_g={'type': 'Adam', 'lr': lr, 'weight_decay': 0, 'betas': list(r.get('betas', [0.9, 0.99]))},
                  scheduler={'type': 'CosineAnnealingRestartLR', 'periods': [iters], 'restart_weights': [1],
                             'eta_min': float(r.get('eta_min', 1e-6))})
-    amp, channels_last = str(r.get('amp', 'off')), bool(r.get('channels_last', False))
-    if amp != 'off' or channels_last:  # every method at the same precision; scratch through AmpSRModel
-        train.update(amp=amp, channels_last=channels_last)
-        if opt['model_type'] == 'SRModel':
-            opt['model_type'] = 'AmpSRModel'
+    apply_precision(opt, str(r.get('amp', 'off')), bool(r.get('channels_last', False)))
     if 'network_t' in base:
         t = bm.teachers[0]
         opt['network_t'] = deepcopy(t.network)

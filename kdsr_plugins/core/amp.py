@@ -141,6 +141,16 @@ class MixedPrecision:
         finally:
             self._active = False
 
+    def log_setup(self, labels: list[str]) -> None:
+        """Log the precision of the hooked networks ``labels`` (and the slow-path warning where it applies)."""
+        from basicsr.utils import get_root_logger
+        logger = get_root_logger()
+        slow = slow_precision_warning(self.mode, self.device_type)
+        if slow:
+            logger.warning(slow)
+        logger.info(f'Mixed precision: train.amp {self.mode}, channels_last {self.channels_last} '
+                    f'({", ".join(labels)}); losses in float32.')
+
     def attach(self, net: nn.Module, convert: bool = True) -> None:
         """Hook ``net`` (a bare module, not a DDP wrapper): autocast in step regions, channels-last inputs.
 

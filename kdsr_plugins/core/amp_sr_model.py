@@ -23,12 +23,24 @@ from kdsr_plugins.core.amp import (
     SCALER_STATE_KEY,
     MixedPrecision,
     amp_options,
-    slow_precision_warning,
     training_state,
 )
 from kdsr_plugins.core.checkpoints import atomic_torch_save
 
-__all__ = ['AmpSRModel']
+__all__ = ['AmpSRModel', 'apply_precision']
+
+
+def apply_precision(opt: dict, amp: str, channels_last: bool) -> None:
+    """Set ``train.amp`` / ``train.channels_last`` of a training option dict in place.
+
+    The student trained alone (``model_type: SRModel``, which has neither key) becomes ``AmpSRModel``,
+    so every row of a comparison trains at the same precision. ``off`` without channels-last: unchanged.
+    """
+    if amp == 'off' and not channels_last:
+        return
+    opt['train'].update(amp=amp, channels_last=channels_last)
+    if opt['model_type'] == 'SRModel':
+        opt['model_type'] = 'AmpSRModel'
 
 
 @MODEL_REGISTRY.register()
@@ -56,12 +68,7 @@ class AmpSRModel(SRModel):
         super().init_training_settings()
         if self.amp.uses_hooks:
             self.amp.attach(self.get_bare_model(self.net_g), convert=False)
-            logger = get_root_logger()
-            slow = slow_precision_warning(self.amp.mode, self.amp.device_type)
-            if slow:
-                logger.warning(slow)
-            logger.info(f'Mixed precision: train.amp {self.amp.mode}, channels_last {channels_last}; '
-                        'losses in float32.')
+            self.amp.log_setup(['net_g'])
 
     def optimize_parameters(self, current_iter: int) -> None:
         self.optimizer_g.zero_grad(set_to_none=True)

@@ -29,7 +29,6 @@ from kdsr_plugins.core.amp import (
     SCALER_STATE_KEY,
     MixedPrecision,
     amp_options,
-    slow_precision_warning,
     training_state,
 )
 from kdsr_plugins.core.arch_info import mirror_pad, pad_multiple
@@ -300,12 +299,7 @@ class KDModel(SRModel):
         nets = self.amp_networks()
         for label, net in nets.items():
             self.amp.attach(net, convert=label not in ('net_g', 'net_aux'))
-        logger = get_root_logger()
-        slow = slow_precision_warning(self.amp.mode, self.amp.device_type)
-        if slow:
-            logger.warning(slow)
-        logger.info(f'Mixed precision: train.amp {self.amp.mode}, channels_last {self.amp.channels_last} '
-                               f'({", ".join(nets)}); losses in float32.')
+        self.amp.log_setup(list(nets))
 
     def warn_noop_keys(self) -> None:
         logger = get_root_logger()

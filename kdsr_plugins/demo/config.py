@@ -4,6 +4,8 @@ from __future__ import annotations
 import os.path as osp
 from copy import deepcopy
 
+from kdsr_plugins.core.amp_sr_model import apply_precision
+
 SCALE = 4
 RGB_MEAN = [0.4488, 0.4371, 0.4040]
 ASSETS = osp.join(osp.dirname(osp.abspath(__file__)), 'assets')
@@ -85,14 +87,12 @@ def train_options(name: str, model_type: str, network_g: dict, data_root: str, i
         'pixel_opt': {'type': 'L1Loss', 'loss_weight': 1.0, 'reduction': 'mean'},
     }
     train.update(deepcopy(train_extra or {}))
-    if amp != 'off':
-        train.update(amp=amp, channels_last=True)
-        model_type = 'AmpSRModel' if model_type == 'SRModel' else model_type
     opt = {'name': name, 'model_type': model_type, 'scale': SCALE, 'num_gpu': 0, 'manual_seed': seed,
            'datasets': datasets(data_root), 'network_g': deepcopy(network_g),
            'path': {'pretrain_network_g': None, 'strict_load_g': True, 'resume_state': None},
            'train': train,
            'logger': {'print_freq': max(1, iters // 5), 'save_checkpoint_freq': iters, 'use_tb_logger': False}}
+    apply_precision(opt, amp, channels_last=amp != 'off')
     if val_freq:
         opt['val'] = {'val_freq': val_freq, 'save_img': False, 'metrics': metrics()}
     opt.update(deepcopy(top_extra or {}))
