@@ -52,6 +52,15 @@ def single_thread():
 
 
 @pytest.fixture
+def cpu_fp16_allowed(monkeypatch):
+    """Models built in the test accept fp16 on CPU (normally refused), so the loss-scaler path runs here."""
+    from kdsr_plugins.core import amp as amp_module
+    real = amp_module.MixedPrecision
+    for module in ('kdsr_plugins.core.kd_model', 'kdsr_plugins.core.amp_sr_model'):
+        monkeypatch.setattr(f'{module}.MixedPrecision', lambda *a, **k: real(*a, allow_cpu_fp16=True, **k))
+
+
+@pytest.fixture
 def teacher_ckpt(tmp_path):
     """The default KD teacher: EDSR f16 b2 x2, seed 1, saved as ``<tmp_path>/teacher.pth`` (``params``)."""
     return save_random_net(edsr(16, 2), str(tmp_path / 'teacher.pth'), seed=1)

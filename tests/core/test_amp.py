@@ -34,15 +34,6 @@ from kdsr_testutils import (
 MODEL_TYPES = ('KDModel', 'FeatureKDModel', 'DUKDModel', 'MiPKDModel', 'MTKDAggregatorModel', 'MTKDStudentModel')
 
 
-@pytest.fixture
-def cpu_fp16_allowed(monkeypatch):
-    """Models built in the test accept fp16 on CPU (normally refused), so the scaler path runs here."""
-    from kdsr_plugins.core import amp as amp_module
-    real = amp_module.MixedPrecision
-    monkeypatch.setattr('kdsr_plugins.core.kd_model.MixedPrecision',
-                        lambda *a, **k: real(*a, allow_cpu_fp16=True, **k))
-
-
 def model_opt(model_type: str, root, mtkd_ckpts: dict, **train_extra) -> tuple[dict, int]:
     """A tiny training option dict of ``model_type`` (random teachers) and its scale."""
     if model_type.startswith('MTKD'):

@@ -63,11 +63,7 @@ def test_amp_off_equals_basicsr_srmodel(tmp_path, single_thread):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-7)
 
 
-def test_fp16_scaler_state_saved_and_restored(tmp_path, monkeypatch):
-    from kdsr_plugins.core import amp as amp_module
-    real = amp_module.MixedPrecision
-    monkeypatch.setattr('kdsr_plugins.core.amp_sr_model.MixedPrecision',
-                        lambda *a, **k: real(*a, allow_cpu_fp16=True, **k))
+def test_fp16_scaler_state_saved_and_restored(tmp_path, cpu_fp16_allowed):
     opt = scratch_opt(tmp_path, amp='fp16')
     model = build_model_from_opt(opt, tmp_path)
     model.feed_data(random_batch(2, size=16))
