@@ -91,7 +91,8 @@ def stored_benchmark() -> str:
         table = f.read().strip()
     return ('\n## Stored result of the real-photo benchmark (3 seeds, 10 held-out test photos)\n\n'
             'Produced by `OMP_NUM_THREADS=1 python bench/photo_benchmark.py --config bench/photo/benchmark.yml '
-            '--data datasets/photos --jobs 2 --skip-done` (docs/results.md says what it means):\n\n'
+            '--data datasets/photos --jobs 2 --skip-done --methods scratch,kd,fitnet,at,fakd,rkd,dukd,mipkd` '
+            '(docs/results.md says what it means):\n\n'
             f'{table}\n')
 
 
