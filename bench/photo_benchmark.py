@@ -36,7 +36,7 @@ import kdsr_plugins  # noqa: E402,F401  (top level: registers the plugin)
 
 import torch  # noqa: E402
 from photo_bench import report, scoring  # noqa: E402
-from photo_bench.config import METHODS, REPO, Benchmark, load_benchmark, read_yaml  # noqa: E402
+from photo_bench.config import METHODS, REPO, Benchmark, load_benchmark, read_yaml, run_options  # noqa: E402
 from photo_bench.runner import Driver, Run  # noqa: E402
 
 
@@ -71,11 +71,29 @@ def plan(bm: Benchmark, methods: list[str]) -> tuple[list[Run], dict[str, str]]:
 
 
 def sweep_trials(bm: Benchmark, methods: list[str], skipped: dict[str, str]) -> list[Run]:
+    """The sweep's trials; one whose options equal a default run's (but the name) reuses that run."""
     agg = [f'mtkd1_s{bm.seeds[0]}']
-    return [Run(f'sweep_{m}_w{w:g}_s{bm.sweep_seed}', m, bm.sweep_seed, bm.sweep_iters, 'sweep', float(w),
-                agg if m == 'mtkd' else [])
-            for m in methods if m not in skipped and bm.methods[m].get('sweep')
-            for w in bm.methods[m]['sweep']['values']]
+    trials = []
+    for m in methods:
+        if m in skipped or not bm.methods[m].get('sweep'):
+            continue
+        for w in bm.methods[m]['sweep']['values']:
+            run = Run(f'sweep_{m}_w{w:g}_s{bm.sweep_seed}', m, bm.sweep_seed, bm.sweep_iters, 'sweep', float(w),
+                      list(agg) if m == 'mtkd' else [])
+            default = f'{m}_s{bm.sweep_seed}'
+            if bm.sweep_seed in bm.seeds and same_training(bm, run, Run(default, m, bm.sweep_seed, bm.iters)):
+                run.reuse = default
+                run.needs.append(default)
+            trials.append(run)
+    return trials
+
+
+def same_training(bm: Benchmark, a: Run, b: Run) -> bool:
+    """Whether two runs train the same thing: equal option dicts but the experiment name."""
+    def opts(r: Run) -> dict:
+        return {k: v for k, v in run_options(bm, r.method, r.name, r.seed, r.iters, weight=r.weight).items()
+                if k != 'name'}
+    return opts(a) == opts(b)
 
 
 def shipped_weight(bm: Benchmark, method: str) -> float:
@@ -153,23 +171,34 @@ def figures(bm: Benchmark, drv: Driver, summary: dict, out: str) -> dict[str, st
 
     logs = read_experiments(osp.join(drv.work, 'experiments'))
     val = f'{bm.name}_val'
-    curves = {}
+
+    def curve(name: str) -> dict[int, float]:
+        if name in logs:
+            return logs[name].curves.get(val, {}).get('psnr', {})
+        return {int(it): v for it, v in drv.results.get(name, {}).get('val_curve', {}).items()}
+
+    curves, missing = {}, []
     for label in summary['rows']:
         m = label.split(' ')[0]
         suffix = '_swept' if label.endswith('(swept)') else ''
-        runs = [logs[f'{m}{suffix}_s{s}'].curves.get(val, {}).get('psnr', {}) for s in bm.seeds
-                if f'{m}{suffix}_s{s}' in logs]
-        if runs := [c for c in runs if c]:
+        if runs := [c for s in bm.seeds if (c := curve(f'{m}{suffix}_s{s}'))]:
             curves[label] = runs
-    written = {'curves': report.plot_curves(curves, osp.join(out, 'psnr_curves.png'),
-                                            f'{bm.name}: validation PSNR (mean ± std over seeds)')}
+        elif 'skipped' not in summary['rows'][label]:
+            missing.append(label)
+    title = f'{bm.name}: validation PSNR (mean ± std over seeds)'
+    if missing:
+        title += f'\nno stored curve (trained before curves were kept): {", ".join(missing)}'
+    written = {'curves': report.plot_curves(curves, osp.join(out, 'psnr_curves.png'), title)}
     pair = next(p for p in drv._test if p.name == drv.grid_image)
     seed = bm.seeds[0]
     t = bm.teachers[0].name
     tiles = [(f'teacher {t}', osp.join(drv.work, 'teacher_sr', t, f'{pair.name}.png'))]
-    for label in summary['rows']:
-        m, suffix = label.split(' ')[0], '_swept' if label.endswith('(swept)') else ''
-        tiles.append((f'{label} s{seed}', osp.join(drv.work, 'grid', f'{m}{suffix}_s{seed}_params.png')))
+    for label, row in summary['rows'].items():
+        if 'skipped' in row:
+            continue
+        m, swept = label.split(' ')[0], label.endswith('(swept)')
+        tiles.append((f'{label} s{seed}', drv.grid_tile(f'{m}{"_swept" if swept else ""}_s{seed}', m, seed,
+                                                        'swept' if swept else 'default')))
     written['grid'] = report.picture_grid(tiles, pair.hr, pair.lr, bm.scale, osp.join(out, 'grid.png'),
                                           f'{pair.name} (test), raw weights, seed {seed}')
     return written

@@ -32,6 +32,8 @@ class Run:
         variant: ``default`` (shipped weights), ``swept`` (weight chosen by the sweep), ``sweep`` (a sweep trial).
         weight: Loss weight set at the method's sweep key (``None``: shipped).
         needs: Names of runs that must finish first.
+        reuse: A default run with the same options but the name (a sweep trial at the shipped weight, same
+            seed and iterations): its kept student is scored instead of training the trial again.
     """
 
     name: str
@@ -41,6 +43,7 @@ class Run:
     variant: str = 'default'
     weight: float | None = None
     needs: list[str] = field(default_factory=list)
+    reuse: str | None = None
 
 
 class Driver:
@@ -129,6 +132,8 @@ class Driver:
             print(f'[bench] {run.name}: done, kept', flush=True)
             return res
         yml = write_yaml(opt, osp.join(self.work, 'options', f'{run.name}.yml'))
+        if run.reuse:
+            return self.reuse_student(run, opt, yml, digest)
         args = ('--auto_resume',) if self.skip_done else ()
         print(f'[bench] {run.name}: training {run.iters} iterations ({opt["model_type"]}) ...', flush=True)
         train_s = run_entry_point('kdsr_plugins.train', yml, self.work, osp.join(self.work, 'logs', f'{run.name}.log'),
@@ -137,12 +142,49 @@ class Driver:
             self.trained.append(run.name)
         res = {'name': run.name, 'method': run.method, 'variant': run.variant, 'seed': run.seed, 'iters': run.iters,
                'weight': run.weight, 'train_s': train_s, 'cached_targets': bool(cache), 'options': yml,
-               'options_sha256': digest, 'ema_decay': opt['train']['ema_decay']}
+               'options_sha256': digest, 'ema_decay': opt['train']['ema_decay'], 'val_curve': self.val_curve(run, opt)}
         res.update(self.score_run(run, opt))
-        with open(self.result_path(run.name), 'w', encoding='utf-8') as f:
+        return self.store(res)
+
+    def store(self, res: dict) -> dict:
+        with open(self.result_path(res['name']), 'w', encoding='utf-8') as f:
             json.dump(res, f, indent=1)
-        print(f'[bench] {run.name}: {self.brief(res)} ({train_s:.0f} s)', flush=True)
+        print(f'[bench] {res["name"]}: {self.brief(res)} ({res["train_s"]:.0f} s)', flush=True)
         return res
+
+    def val_curve(self, run: Run, opt: dict) -> dict[str, float]:
+        """Validation PSNR per iteration from the run's training log (kept in its JSON: ``work/`` is not)."""
+        from kdsr_plugins.report.logs import read_experiments
+
+        log = read_experiments(osp.join(self.work, 'experiments')).get(run.name)
+        curve = log.curves.get(opt['datasets']['val']['name'], {}).get('psnr', {}) if log else {}
+        return {str(it): v for it, v in sorted(curve.items())}
+
+    def reuse_student(self, run: Run, opt: dict, yml: str, digest: str) -> dict:
+        """A sweep trial identical to the default run ``run.reuse``: its kept student scored on the val split."""
+        with open(self.result_path(run.reuse), encoding='utf-8') as f:
+            src = json.load(f)
+        student = self.student_path(src['method'], src['seed'])
+        print(f'[bench] {run.name}: same options as {run.reuse}, scoring its student {student}', flush=True)
+        res = {'name': run.name, 'method': run.method, 'variant': run.variant, 'seed': run.seed, 'iters': run.iters,
+               'weight': run.weight, 'train_s': src['train_s'], 'cached_targets': src['cached_targets'],
+               'options': yml, 'options_sha256': digest, 'ema_decay': opt['train']['ema_decay'],
+               'reused_from': run.reuse, 'val': self.score_split(student, opt, self._val)}
+        return self.store(res)
+
+    def score_split(self, ckpt: str, opt: dict, pairs: list, refs: dict | None = None,
+                    grid_name: str | None = None) -> dict[str, dict]:
+        """Scores of the ``params`` / ``params_ema`` weights of ``ckpt`` on ``pairs`` (grid crop: test split)."""
+        out = {}
+        for key in ('params', 'params_ema'):
+            params = scoring.load_params(ckpt, key)
+            if params is None:
+                continue
+            keep: dict[str, np.ndarray] = {}
+            out[key] = scoring.score(scoring.build_net(opt['network_g'], params), pairs, self.bm.scale, refs, keep)
+            if grid_name:
+                cv2.imwrite(osp.join(self.work, 'grid', f'{grid_name}_{key}.png'), keep[self.grid_image])
+        return out
 
     @staticmethod
     def brief(res: dict) -> str:
@@ -161,26 +203,30 @@ class Driver:
             key = 'params_ema' if opt['train']['ema_decay'] > 0 else 'params'
             return {'test': {key: self.test_aggregator(run, opt)}}
         out: dict = {}
-        split = 'val' if run.variant == 'sweep' else 'test'
-        pairs = self._val if split == 'val' else self._test
-        refs = self.teacher_outputs() if split == 'test' else None
-        out[split] = {}
-        for key in ('params', 'params_ema'):
-            params = scoring.load_params(ckpt, key)
-            if params is None:
-                continue
-            keep: dict[str, np.ndarray] = {}
-            net = scoring.build_net(opt['network_g'], params)
-            out[split][key] = scoring.score(net, pairs, self.bm.scale, refs, keep)
-            if split == 'test':
-                cv2.imwrite(osp.join(self.work, 'grid', f'{run.name}_{key}.png'), keep[self.grid_image])
-        if run.method == 'scratch' and split == 'test':
+        if run.variant == 'sweep':
+            out['val'] = self.score_split(ckpt, opt, self._val)
+            return out
+        out['test'] = self.score_split(ckpt, opt, self._test, self.teacher_outputs(), run.name)
+        if run.method == 'scratch':
             out['convergence'] = self.convergence(run, opt)
-        if split == 'test':
-            dest = osp.join(self.out, 'students' if run.variant == 'default' else 'students_swept',
-                            f'{run.method}_seed{run.seed}.pth')
-            out['student'] = scoring.keep_student(ckpt, dest)
+        out['student'] = scoring.keep_student(ckpt, self.student_path(run.method, run.seed, run.variant))
         return out
+
+    def grid_tile(self, name: str, method: str, seed: int, variant: str) -> str:
+        """The grid crop of a run's raw weights (``work/grid/``), made again from its kept student if missing."""
+        path = osp.join(self.work, 'grid', f'{name}_params.png')
+        student = self.student_path(method, seed, variant)
+        if not osp.isfile(path) and osp.isfile(student):
+            pair = next(p for p in self._test if p.name == self.grid_image)
+            keep: dict[str, np.ndarray] = {}
+            net = scoring.build_net(self.bm.student, scoring.load_params(student, 'params'))
+            scoring.score(net, [pair], self.bm.scale, keep=keep)
+            cv2.imwrite(path, keep[pair.name])
+        return path
+
+    def student_path(self, method: str, seed: int, variant: str = 'default') -> str:
+        """Where the benchmark keeps the final student of a run (``<out>/students[_swept]/``)."""
+        return osp.join(self.out, 'students' if variant == 'default' else 'students_swept', f'{method}_seed{seed}.pth')
 
     def convergence(self, run: Run, opt: dict) -> dict:
         """Test PSNR at the start of the last 20 % (the latest checkpoint at or before 0.8 T) and at the end."""

@@ -48,7 +48,7 @@ def make_photo_set(root: str) -> str:
 
 
 def make_config(root: str, data: str, n_teachers: int = 1, methods=('scratch', 'kd', 'fitnet'),
-                sweep: bool = False) -> str:
+                sweep: bool = False, sweep_iters: int = 2) -> str:
     """A benchmark config with tiny random EDSR teachers (f8b2) and student (f4b1)."""
     teachers = []
     for i in range(n_teachers):
@@ -72,7 +72,7 @@ def make_config(root: str, data: str, n_teachers: int = 1, methods=('scratch', '
            'mtkd': {'aggregator': {'type': 'MTKDDCTSwin', 'img_size': 32, 'window_size': 4, 'embed_dim': 12,
                                    'depths': [1], 'num_heads': [2], 'mlp_ratio': 2, 'num_feat': 8},
                     'aggregator_iters': 2},
-           'sweep': {'iters': 2, 'seed': 0}}
+           'sweep': {'iters': sweep_iters, 'seed': 0}}
     path = osp.join(root, 'bench.yml')
     with open(path, 'w') as f:
         yaml.safe_dump(cfg, f, sort_keys=False)
@@ -268,3 +268,45 @@ def test_benchmark_end_to_end_then_skip_done(tmp_path):
     proc = run_bench('--config', cfg, '--out', str(out), '--skip-done', cwd=str(tmp_path))
     assert 'training' not in proc.stdout and json.loads((out / 'summary.json').read_text())['trained_this_call'] == []
     assert json.loads((out / 'summary.json').read_text())['rows']['kd']['raw'] == kd['raw']
+
+
+def test_sweep_trial_at_the_shipped_weight_reuses_the_default_run(tmp_path):
+    import photo_benchmark
+    from photo_bench.config import load_benchmark
+
+    data = make_photo_set(str(tmp_path))
+    bm = load_benchmark(make_config(str(tmp_path), data, methods=('scratch', 'kd'), sweep=True, sweep_iters=4))
+    trials = {t.name: t for t in photo_benchmark.sweep_trials(bm, ['scratch', 'kd'], {})}
+    assert sorted(trials) == ['sweep_kd_w0.5_s0', 'sweep_kd_w1_s0']
+    assert trials['sweep_kd_w1_s0'].reuse == 'kd_s0' and trials['sweep_kd_w1_s0'].needs == ['kd_s0']
+    assert trials['sweep_kd_w0.5_s0'].reuse is None
+    bm.sweep_iters = 2  # a shorter sweep trains something else: no reuse
+    assert all(t.reuse is None for t in photo_benchmark.sweep_trials(bm, ['kd'], {}))
+
+
+@pytest.mark.slow
+@pytest.mark.subprocess
+def test_sweep_reuses_the_default_run_and_the_report_survives_a_lost_work_folder(tmp_path):
+    import shutil
+
+    data = make_photo_set(str(tmp_path))
+    cfg = make_config(str(tmp_path), data, methods=('scratch', 'kd'), sweep=True, sweep_iters=4)
+    out = tmp_path / 'out'
+    run_bench('--config', cfg, '--out', str(out), '--skip-done', '--sweep', cwd=str(tmp_path))
+    summary = json.loads((out / 'summary.json').read_text())
+    assert 'sweep_kd_w0.5_s0' in summary['trained_this_call']
+    assert 'sweep_kd_w1_s0' not in summary['trained_this_call']
+    results = out / 'work' / 'results'
+    reused = json.loads((results / 'sweep_kd_w1_s0.json').read_text())
+    assert reused['reused_from'] == 'kd_s0' and set(reused['val']) == {'params', 'params_ema'}
+    assert set(summary['sweep']['kd']['val_psnr']) == {'0.5', '1'}
+    kd = json.loads((results / 'kd_s0.json').read_text())
+    assert sorted(int(it) for it in kd['val_curve']) == [2, 4]
+    # the working folder's logs and grid crops are gone (a new session): curves from the run JSONs,
+    # grid crops again from the kept students
+    shutil.rmtree(out / 'work' / 'experiments')
+    shutil.rmtree(out / 'work' / 'grid')
+    (out / 'grid.png').unlink()
+    run_bench('--config', cfg, '--out', str(out), '--sweep', '--report-only', cwd=str(tmp_path))
+    assert (out / 'grid.png').is_file() and (out / 'work' / 'grid' / 'kd_s0_params.png').is_file()
+    assert json.loads((out / 'summary.json').read_text())['rows']['kd']['raw'] == summary['rows']['kd']['raw']
