@@ -16,8 +16,9 @@ import yaml
 
 from kdsr_plugins.core.amp_sr_model import apply_precision
 
-#: Method keys in table order; ``mtkd`` is the stage-2 student (stage 1: ``mtkd1``, the aggregator).
-METHODS = ('scratch', 'kd', 'fitnet', 'at', 'fakd', 'rkd', 'dukd', 'mipkd', 'mtkd')
+#: Method keys in table order; ``mtkd`` is the stage-2 student (stage 1: ``mtkd1``, the aggregator);
+#: ``mipkd_lite``: MiPKD's cheaper preset (MLP encoders, latent width = student width).
+METHODS = ('scratch', 'kd', 'fitnet', 'at', 'fakd', 'rkd', 'dukd', 'mipkd', 'mipkd_lite', 'mtkd')
 #: Methods whose loss only needs the teacher's (or aggregator's) output: the teacher-output cache serves them.
 OUTPUT_ONLY = ('kd', 'mtkd')
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
@@ -175,6 +176,7 @@ def run_options(bm: Benchmark, method: str, name: str, seed: int, iters: int, *,
 
     Args:
         weight: Loss weight set at ``methods.<method>.sweep.key`` (the sweep), ``None``: the shipped one.
+            ``methods.<method>.overrides`` (``{dotted key: value}``, keys of the shipped YAML) are set first.
         cache: Teacher-output cache LMDB (``KDCachedTargetDataset``), ``None``: teachers run online.
         aggregator_ckpt: Stage-1 checkpoint of the MTKD student run.
     """
@@ -209,6 +211,8 @@ def run_options(bm: Benchmark, method: str, name: str, seed: int, iters: int, *,
                                   positions_s=list(bm.student_mipkd_positions))
     if opt['model_type'] not in ('SRModel', 'AmpSRModel'):
         train['teacher_check'] = bm.teacher_check
+    for key, value in spec.get('overrides', {}).items():
+        set_key(opt, key, value)
     if weight is not None:
         set_key(opt, spec['sweep']['key'], weight)
     opt['val'] = {'val_freq': bm.val_freq, 'save_img': False, 'metrics': {

@@ -154,6 +154,13 @@ def test_run_options_take_losses_from_the_shipped_yaml_and_substitute_the_rest(t
         assert train['amp'] == 'bf16' and train['channels_last'] is False
     assert run_options(bm, 'scratch', 's', 0, 7)['model_type'] == 'AmpSRModel'
     del bm.recipe['amp']
+    bm.methods['kd']['overrides'] = {'train.kd_opt.loss_weight': 0.25}  # a preset: set before the sweep weight
+    assert run_options(bm, 'kd', 'kd_o', 0, 7)['train']['kd_opt']['loss_weight'] == 0.25
+    assert run_options(bm, 'kd', 'kd_o', 0, 7, weight=0.5)['train']['kd_opt']['loss_weight'] == 0.5
+    bm.methods['kd']['overrides'] = {'train.kd_opt.lost_weight': 0.25}
+    with pytest.raises(KeyError, match='lost_weight'):
+        run_options(bm, 'kd', 'kd_o', 0, 7)
+    del bm.methods['kd']['overrides']
     bm.methods['kd']['sweep']['key'] = 'train.kd_opt.loss_wieght'
     with pytest.raises(KeyError, match='loss_wieght'):
         run_options(bm, 'kd', 'kd_w', 0, 7, weight=0.5)
