@@ -104,22 +104,30 @@ def shipped_weight(bm: Benchmark, method: str) -> float:
 
 
 def choose(bm: Benchmark, trials: list[Run], results: dict[str, dict]) -> dict[str, dict]:
-    """Per method: validation PSNR (raw weights) of every trial weight and the best one."""
+    """Per method: validation PSNR (raw weights) of every trial weight and the best one.
+
+    A method with a trial not run yet (``--report-only`` of an unfinished sweep) lists it under
+    ``pending`` and has no ``chosen`` weight.
+    """
     out: dict[str, dict] = {}
     for run in trials:
         s = out.setdefault(run.method, {'key': bm.methods[run.method]['sweep']['key'], 'val_psnr': {},
                                         'shipped': shipped_weight(bm, run.method), 'iters': run.iters,
                                         'seed': run.seed})
-        s['val_psnr'][f'{run.weight:g}'] = results[run.name]['val']['params']['psnr']
+        if run.name in results:
+            s['val_psnr'][f'{run.weight:g}'] = results[run.name]['val']['params']['psnr']
+        else:
+            s.setdefault('pending', []).append(f'{run.weight:g}')
     for s in out.values():
-        s['chosen'] = float(max(s['val_psnr'], key=s['val_psnr'].get))
+        if 'pending' not in s:
+            s['chosen'] = float(max(s['val_psnr'], key=s['val_psnr'].get))
     return out
 
 
 def swept_runs(bm: Benchmark, sweep: dict[str, dict]) -> list[Run]:
     agg = [f'mtkd1_s{bm.seeds[0]}']
     return [Run(f'{m}_swept_s{seed}', m, seed, bm.iters, 'swept', s['chosen'], agg if m == 'mtkd' else [])
-            for m, s in sweep.items() if s['chosen'] != s['shipped'] for seed in bm.seeds]
+            for m, s in sweep.items() if 'chosen' in s and s['chosen'] != s['shipped'] for seed in bm.seeds]
 
 
 def build_summary(bm: Benchmark, drv: Driver, methods: list[str], skipped: dict[str, str],
@@ -131,6 +139,8 @@ def build_summary(bm: Benchmark, drv: Driver, methods: list[str], skipped: dict[
             continue
         by_row[m] = [res[f'{m}_s{s}'] for s in bm.seeds if f'{m}_s{s}' in res]
     for m, s in sweep.items():
+        if 'chosen' not in s:
+            continue
         names = [f'{m}_swept_s{seed}' if s['chosen'] != s['shipped'] else f'{m}_s{seed}' for seed in bm.seeds]
         by_row[f'{m} (swept)'] = [res[n] for n in names if n in res]
     rows: dict[str, dict] = {}

@@ -115,6 +115,7 @@ def make_card(args: argparse.Namespace) -> dict:
             'optim_g': train['optim_g'], 'scheduler': train.get('scheduler'), 'total_iter': train['total_iter'],
             'warmup_iter': train.get('warmup_iter'), 'ema_decay': train.get('ema_decay', 0),
             'pixel_opt': train.get('pixel_opt'),
+            **{k: train[k] for k in ('amp', 'channels_last') if k in train},
             'validation': 'photos/val (8 images), used for choosing settings',
         },
         'best_val': best_val_from_log(args.exp),

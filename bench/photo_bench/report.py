@@ -80,8 +80,10 @@ def markdown(summary: dict) -> str:
         lines += ['', '#### Sweep (validation split, raw weights)', '',
                   '| Method | Key | Val PSNR per weight | Chosen |', '|---|---|---|---:|']
         for m, s in sweep.items():
-            tried = ', '.join(f'{w}: {p:.3f}' for w, p in s['val_psnr'].items())
-            lines.append(f'| {m} | `{s["key"]}` | {tried} | {s["chosen"]:g} |')
+            tried = ', '.join([f'{w}: {p:.3f}' for w, p in s['val_psnr'].items()]
+                              + [f'{w}: not run yet' for w in s.get('pending', [])])
+            chosen = f'{s["chosen"]:g}' if 'chosen' in s else '-'
+            lines.append(f'| {m} | `{s["key"]}` | {tried} | {chosen} |')
     return '\n'.join(lines) + '\n'
 
 

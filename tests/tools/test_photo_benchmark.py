@@ -317,3 +317,20 @@ def test_sweep_reuses_the_default_run_and_the_report_survives_a_lost_work_folder
     run_bench('--config', cfg, '--out', str(out), '--sweep', '--report-only', cwd=str(tmp_path))
     assert (out / 'grid.png').is_file() and (out / 'work' / 'grid' / 'kd_s0_params.png').is_file()
     assert json.loads((out / 'summary.json').read_text())['rows']['kd']['raw'] == summary['rows']['kd']['raw']
+
+
+def test_unfinished_sweep_reports_pending_trials_and_chooses_nothing(tmp_path):
+    import photo_benchmark
+    from photo_bench.config import load_benchmark
+
+    data = make_photo_set(str(tmp_path))
+    bm = load_benchmark(make_config(str(tmp_path), data, methods=('scratch', 'kd'), sweep=True))
+    trials = photo_benchmark.sweep_trials(bm, ['kd'], {})
+    first = {trials[0].name: {'val': {'params': {'psnr': 30.0}}}}
+    sweep = photo_benchmark.choose(bm, trials, first)
+    assert sweep['kd']['pending'] == ['1'] and 'chosen' not in sweep['kd']
+    assert photo_benchmark.swept_runs(bm, sweep) == []
+    both = {**first, trials[1].name: {'val': {'params': {'psnr': 30.5}}}}
+    sweep = photo_benchmark.choose(bm, trials, both)
+    assert sweep['kd']['chosen'] == 1.0 and 'pending' not in sweep['kd']
+    assert photo_benchmark.swept_runs(bm, sweep) == []  # the shipped weight won: the default rows serve
