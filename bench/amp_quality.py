@@ -87,7 +87,7 @@ def seed_summary(rows: list[dict]) -> list[str]:
     methods = list(dict.fromkeys(r['method'] for r in rows))
     if all(sum(r['method'] == m for r in rows) < 2 for m in methods):
         return []
-    lines = ['', '| Method | seeds | mean bf16 - float32 (dB) | paired p | |mean| <= '
+    lines = ['', '| Method | seeds | mean bf16 - float32 (dB) | paired p | abs(mean) <= '
              f'{TARGET_DB} dB | float32 seed spread (std, dB) |', '|---|---:|---:|---:|---|---:|']
     for m in methods:
         mine = [r for r in rows if r['method'] == m]
