@@ -60,8 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     for sub in ('options', 'logs'):
         os.makedirs(osp.join(args.work, sub), exist_ok=True)
     build_demo_dataset(args.data, scales=(config.SCALE,))
-    ckpts = ensure_teachers(argparse.Namespace(out=args.work, data=args.data, seed=0, retrain_teachers=False,
-                                               overwrite_assets=False, teacher_iters=config.TEACHER_ITERS))
+    ckpts = ensure_teachers()
     rows = []
     for seed in args.seeds:
         ns = argparse.Namespace(out=args.work, data=args.data, seed=seed)

@@ -24,7 +24,7 @@ writes ``OUT/summary.json`` (``{"results": [{"method", "seed", "psnr_y", "ssim_y
 
 Usage:
     python bench/quality.py [--iters 200] [--val-freq 25] [--seeds 0 1 2] [--methods scratch,kd,...]
-                            [--out bench/results/quality] [--skip-done] [--teacher-iters N | --teacher edsr=PATH]
+                            [--out bench/results/quality] [--skip-done] [--teacher edsr=PATH]
 """
 from __future__ import annotations
 
@@ -59,8 +59,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument('--data', default='datasets/demo', help='demo dataset folder (built if missing)')
     p.add_argument('--teacher', action='append', default=[], metavar='NAME=PATH',
                    help=f'teacher checkpoint to use instead of the shipped one ({", ".join(config.TEACHERS)})')
-    p.add_argument('--teacher-iters', type=int, default=config.TEACHER_ITERS,
-                   help='iterations of a teacher trained because its shipped checkpoint is missing')
     p.add_argument('--skip-done', action='store_true',
                    help='keep runs whose test log already exists in the working folder (resume a benchmark)')
     p.add_argument('--report-only', action='store_true', help='only rebuild the report from the working folder')
@@ -74,7 +72,7 @@ def _done(work: str, test_name: str) -> bool:
 
 
 def teacher_checkpoints(args: argparse.Namespace) -> dict[str, str]:
-    """``--teacher`` overrides, else the shipped teachers (missing ones trained in the working folder)."""
+    """``--teacher`` overrides, else the shipped teachers."""
     given = {}
     for item in args.teacher:
         name, sep, path = item.partition('=')
@@ -85,9 +83,7 @@ def teacher_checkpoints(args: argparse.Namespace) -> dict[str, str]:
         given[name] = osp.abspath(path)
     if len(given) == len(config.TEACHERS):
         return given
-    ns = argparse.Namespace(out=args.work, data=args.data, seed=0, retrain_teachers=False, overwrite_assets=False,
-                            teacher_iters=args.teacher_iters)
-    return {**ensure_teachers(ns), **given}
+    return {**ensure_teachers(), **given}
 
 
 def run_benchmark(args: argparse.Namespace, keys: list[str]) -> None:

@@ -42,9 +42,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument('--methods', default=','.join(DEFAULT_METHODS),
                         help=f'comma-separated subset of: {", ".join(run.key for run in RUNS)} '
                              '(default: the single-teacher methods of the photo benchmark)')
-    parser.add_argument('--retrain-teachers', action='store_true', help='train the demo teachers and ship them')
-    parser.add_argument('--overwrite-assets', action='store_true', help='with --retrain-teachers: replace files')
-    parser.add_argument('--teacher-iters', type=int, default=config.TEACHER_ITERS)
     parser.add_argument('--amp', choices=('auto', 'off', 'bf16'), default='auto',
                         help='train.amp of every run (with channels-last); auto: bf16 on a CPU with native bf16')
     parser.add_argument('--jobs', type=int, default=min(2, os.cpu_count() or 1),
@@ -114,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         os.makedirs(osp.join(args.out, sub), exist_ok=True)
     print(f'[demo] building the demo dataset in {args.data} ...', flush=True)
     build_demo_dataset(args.data, scales=(config.SCALE,))
-    ckpts = ensure_teachers(args)
+    ckpts = ensure_teachers()
     rows = run_methods([known[k] for k in [run.key for run in RUNS if run.key in keys]], ckpts, args)
     for name, (net_opt, _) in config.TEACHERS.items():
         metrics = evaluate(f'test_demo_teacher_{name}', net_opt, ckpts[name], args)

@@ -23,21 +23,19 @@ def rcan(num_feat: int, num_group: int, num_block: int) -> dict:
 
 #: The repository checkout this package runs from (``bash demo.sh``); the photo teacher ships under ``bench/``.
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-#: The real-photo benchmark teacher (``bench/teachers/teacher_edsr_f48b16_x4.yml``: 6,000 iterations on the
-#: photo set, test PSNR-Y 36.58 dB); trained by ``bench/photo`` in hours, so the demo never retrains it.
+#: The real-photo benchmark teachers (``bench/teachers/<name>.yml``: the cards, test PSNR-Y 36.58 / 36.44 dB),
+#: trained by ``bench/photo`` (bench/photo/README.md); the demo never retrains them.
 PHOTO_TEACHER = osp.join(REPO, 'bench', 'teachers', 'teacher_edsr_f48b16_x4.pth')
+PHOTO_RCAN_TEACHER = osp.join(REPO, 'bench', 'teachers', 'teacher_rcan_f48g4b4_x4.pth')
 
 #: Teachers: name -> (network options, shipped checkpoint). ``edsr`` teaches every single-teacher method;
-#: MTKD aggregates both. ``rcan`` was trained by ``python -m kdsr_plugins.demo --retrain-teachers``
-#: (see README), which retrains the teachers of :data:`DEMO_TRAINED` only.
+#: MTKD aggregates both.
 TEACHERS = {
     'edsr': (edsr(48, 16), PHOTO_TEACHER),
-    'rcan': (rcan(24, 2, 3), osp.join(ASSETS, 'teacher_rcan_f24g2b3_x4.pth')),
+    'rcan': (rcan(48, 4, 4), PHOTO_RCAN_TEACHER),
 }
-DEMO_TRAINED = ('rcan',)
 #: The benchmark's student (``bench/photo/benchmark.yml``): 17,667 parameters, 1/48 of the EDSR teacher.
 STUDENT = edsr(12, 2)
-TEACHER_ITERS = 800
 #: The stored real-photo benchmark result the demo prints next to its own table.
 BENCHMARK_TABLE = osp.join(REPO, 'bench', 'results', 'photo_x4', 'table.md')
 

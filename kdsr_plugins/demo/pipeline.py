@@ -105,35 +105,15 @@ def evaluate(test_name: str, network_g: dict, ckpt: str, args: argparse.Namespac
     return read_test_metrics(osp.join(args.out, 'results'), test_name)
 
 
-def ensure_teachers(args: argparse.Namespace) -> dict[str, str]:
-    """Shipped teacher checkpoints, or freshly trained ones for the missing demo-trained ones (or all, on request).
+def ensure_teachers() -> dict[str, str]:
+    """The shipped teacher checkpoints (``config.TEACHERS``); a missing one stops the demo with a clear message.
 
-    The photo teacher (``config.PHOTO_TEACHER``) is never retrained here: missing, it stops the demo.
-
-    Args:
-        args: Needs ``seed``, ``data``, ``out``, ``retrain_teachers``, ``overwrite_assets``, ``teacher_iters``.
+    The photo teachers are trained by ``bench/photo`` (hours), never here.
     """
-    import torch
-
     ckpts = {}
-    for name, (net_opt, shipped) in config.TEACHERS.items():
-        if name not in config.DEMO_TRAINED:
-            if not osp.isfile(shipped):
-                raise SystemExit(f'Teacher {name!r}: no checkpoint {shipped}. It ships with the repository (run the '
-                                 'demo from a checkout: bash demo.sh); bench/photo/README.md retrains it (hours).')
-            ckpts[name] = shipped
-            continue
-        if osp.isfile(shipped) and not args.retrain_teachers:
-            ckpts[name] = shipped
-            continue
-        row = train_and_test(f'teacher_{name}', f'Teacher {name}', 'SRModel', net_opt, {}, {}, args,
-                             args.teacher_iters)
-        ckpts[name] = row['ckpt']
-        if args.retrain_teachers:
-            if osp.exists(shipped) and not args.overwrite_assets:
-                raise FileExistsError(f'{shipped} exists; pass --overwrite-assets to replace the shipped teacher.')
-            state = torch.load(row['ckpt'], weights_only=True)
-            torch.save({'params': state['params']}, shipped)
-            ckpts[name] = shipped
-            print(f'[demo] wrote teacher checkpoint {shipped}')
+    for name, (_, shipped) in config.TEACHERS.items():
+        if not osp.isfile(shipped):
+            raise SystemExit(f'Teacher {name!r}: no checkpoint {shipped}. It ships with the repository (run the '
+                             'demo from a checkout: bash demo.sh); bench/photo/README.md retrains it (hours).')
+        ckpts[name] = shipped
     return ckpts

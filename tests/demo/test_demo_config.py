@@ -1,10 +1,10 @@
 """The demo's options: precision, teachers, the printed table (``kdsr_plugins.demo``)."""
 from __future__ import annotations
 
-import argparse
 import os.path as osp
 
 import pytest
+import yaml
 
 from kdsr_plugins.core.option_checks import check_option_file
 from kdsr_plugins.demo import config
@@ -17,7 +17,11 @@ def test_teachers_student_and_taps_match_the_benchmark():
     net, ckpt = config.TEACHERS['edsr']
     assert (net['num_feat'], net['num_block']) == (48, 16) and ckpt == config.PHOTO_TEACHER and osp.isfile(ckpt)
     assert (config.STUDENT['num_feat'], config.STUDENT['num_block']) == (12, 2)
-    assert config.DEMO_TRAINED == ('rcan',)
+    rcan_net, rcan_ckpt = config.TEACHERS['rcan']
+    assert rcan_ckpt == config.PHOTO_RCAN_TEACHER and osp.isfile(rcan_ckpt)
+    for net, ckpt in config.TEACHERS.values():  # the networks the photo teacher cards were trained with
+        with open(osp.splitext(ckpt)[0] + '.yml', encoding='utf-8') as f:
+            assert yaml.safe_load(f)['network_g'] == net
 
 
 @pytest.mark.parametrize('amp', ['off', 'bf16'])
@@ -38,10 +42,8 @@ def test_every_demo_run_builds_valid_options_at_both_precisions(amp, tmp_path):
 
 def test_missing_photo_teacher_stops_with_a_clear_message(tmp_path, monkeypatch):
     monkeypatch.setitem(config.TEACHERS, 'edsr', (config.TEACHERS['edsr'][0], str(tmp_path / 'none.pth')))
-    args = argparse.Namespace(out=str(tmp_path), data=str(tmp_path), seed=0, retrain_teachers=True,
-                              overwrite_assets=False, teacher_iters=1)
     with pytest.raises(SystemExit, match=r"Teacher 'edsr': no checkpoint .*none.pth.*bench/photo/README.md"):
-        ensure_teachers(args)
+        ensure_teachers()
 
 
 def test_table_has_a_delta_column_against_the_scratch_row():
