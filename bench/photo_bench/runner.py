@@ -140,11 +140,18 @@ class Driver:
                                   args)
         with self._lock:
             self.trained.append(run.name)
-        res = {'name': run.name, 'method': run.method, 'variant': run.variant, 'seed': run.seed, 'iters': run.iters,
-               'weight': run.weight, 'train_s': train_s, 'cached_targets': bool(cache), 'options': yml,
-               'options_sha256': digest, 'ema_decay': opt['train']['ema_decay'], 'val_curve': self.val_curve(run, opt)}
-        res.update(self.score_run(run, opt))
+        curve = self.val_curve(run, opt)
+        res = {**self.result_head(run, opt, yml, digest, train_s, bool(cache)),
+               'val_curve': {str(it): v for it, v in curve.items()}}
+        res.update(self.score_run(run, opt, curve))
         return self.store(res)
+
+    @staticmethod
+    def result_head(run: Run, opt: dict, yml: str, digest: str, train_s: float, cached: bool) -> dict:
+        """The fields every run JSON starts with: what ran, its options file and hash, its training time."""
+        return {'name': run.name, 'method': run.method, 'variant': run.variant, 'seed': run.seed, 'iters': run.iters,
+                'weight': run.weight, 'train_s': train_s, 'cached_targets': cached, 'options': yml,
+                'options_sha256': digest, 'ema_decay': opt['train']['ema_decay']}
 
     def store(self, res: dict) -> dict:
         with open(self.result_path(res['name']), 'w', encoding='utf-8') as f:
@@ -152,13 +159,13 @@ class Driver:
         print(f'[bench] {res["name"]}: {self.brief(res)} ({res["train_s"]:.0f} s)', flush=True)
         return res
 
-    def val_curve(self, run: Run, opt: dict) -> dict[str, float]:
+    def val_curve(self, run: Run, opt: dict) -> dict[int, float]:
         """Validation PSNR per iteration from the run's training log (kept in its JSON: ``work/`` is not)."""
-        from kdsr_plugins.report.logs import read_experiments
+        from kdsr_plugins.report.logs import read_experiment
 
-        log = read_experiments(osp.join(self.work, 'experiments')).get(run.name)
+        log = read_experiment(osp.join(self.work, 'experiments', run.name))
         curve = log.curves.get(opt['datasets']['val']['name'], {}).get('psnr', {}) if log else {}
-        return {str(it): v for it, v in sorted(curve.items())}
+        return dict(sorted(curve.items()))
 
     def reuse_student(self, run: Run, opt: dict, yml: str, digest: str) -> dict:
         """A sweep trial identical to the default run ``run.reuse``: its kept student scored on the val split."""
@@ -166,9 +173,7 @@ class Driver:
             src = json.load(f)
         student = self.student_path(src['method'], src['seed'])
         print(f'[bench] {run.name}: same options as {run.reuse}, scoring its student {student}', flush=True)
-        res = {'name': run.name, 'method': run.method, 'variant': run.variant, 'seed': run.seed, 'iters': run.iters,
-               'weight': run.weight, 'train_s': src['train_s'], 'cached_targets': src['cached_targets'],
-               'options': yml, 'options_sha256': digest, 'ema_decay': opt['train']['ema_decay'],
+        res = {**self.result_head(run, opt, yml, digest, src['train_s'], src['cached_targets']),
                'reused_from': run.reuse, 'val': self.score_split(student, opt, self._val)}
         return self.store(res)
 
@@ -191,7 +196,7 @@ class Driver:
         return ', '.join(f'{split} {key} PSNR {m["psnr"]:.3f}' for split in ('test', 'val')
                          for key, m in res.get(split, {}).items())
 
-    def score_run(self, run: Run, opt: dict) -> dict:
+    def score_run(self, run: Run, opt: dict, val_curve: dict[int, float]) -> dict:
         """Scores of a finished run: raw (``params``) and EMA (``params_ema``) weights.
 
         Sweep trials: on the validation split. Other student runs: on the test split, plus PSNR to
@@ -208,7 +213,7 @@ class Driver:
             return out
         out['test'] = self.score_split(ckpt, opt, self._test, self.teacher_outputs(), run.name)
         if run.method == 'scratch':
-            out['convergence'] = self.convergence(run, opt)
+            out['convergence'] = self.convergence(run, opt, val_curve)
         out['student'] = scoring.keep_student(ckpt, self.student_path(run.method, run.seed, run.variant))
         return out
 
@@ -228,12 +233,8 @@ class Driver:
         """Where the benchmark keeps the final student of a run (``<out>/students[_swept]/``)."""
         return osp.join(self.out, 'students' if variant == 'default' else 'students_swept', f'{method}_seed{seed}.pth')
 
-    def convergence(self, run: Run, opt: dict) -> dict:
+    def convergence(self, run: Run, opt: dict, val_curve: dict[int, float]) -> dict:
         """Test PSNR at the start of the last 20 % (the latest checkpoint at or before 0.8 T) and at the end."""
-        from kdsr_plugins.report.logs import read_experiments
-
-        log = read_experiments(osp.join(self.work, 'experiments')).get(run.name)
-        val_curve = log.curves.get(opt['datasets']['val']['name'], {}).get('psnr', {}) if log else {}
         res = {'val': last_fraction_gain(val_curve, run.iters)}
         freq = opt['logger']['save_checkpoint_freq']
         t0 = int(0.8 * run.iters) // freq * freq

@@ -165,6 +165,19 @@ def _run_dirs(root: str) -> list[str]:
     return sorted(d for d in glob.glob(osp.join(root, '*')) if osp.isdir(d) and '_archived_' not in osp.basename(d))
 
 
+def read_experiment(folder: str) -> TrainLog | None:
+    """Parse the ``train_<name>_*.log`` files of one experiment folder ``.../<name>`` (``None``: no log)."""
+    name = osp.basename(osp.normpath(folder))
+    files = _logs(folder, f'train_{glob.escape(name)}_*.log')
+    if not files:
+        return None
+    log = TrainLog(files=files)
+    for path in files:
+        with open(path, encoding='utf-8', errors='replace') as f:
+            parse_train_log(f.read(), log)
+    return log
+
+
 def read_experiments(root: str) -> dict[str, TrainLog]:
     """Parse every ``<root>/<name>/train_<name>_*.log`` (archived copies are skipped).
 
@@ -173,15 +186,8 @@ def read_experiments(root: str) -> dict[str, TrainLog]:
     """
     runs = {}
     for folder in _run_dirs(root):
-        name = osp.basename(folder)
-        files = _logs(folder, f'train_{glob.escape(name)}_*.log')
-        if not files:
-            continue
-        log = TrainLog(files=files)
-        for path in files:
-            with open(path, encoding='utf-8', errors='replace') as f:
-                parse_train_log(f.read(), log)
-        runs[name] = log
+        if (log := read_experiment(folder)) is not None:
+            runs[osp.basename(folder)] = log
     return runs
 
 
