@@ -124,6 +124,29 @@ class Driver:
     def aggregator_name(self) -> str:
         return f'mtkd1_s{self.bm.seeds[0]}'
 
+    def kept_aggregator(self) -> str:
+        """Where the benchmark keeps the stage-1 aggregator (``<out>/aggregator/``; ``work/`` is not kept)."""
+        return osp.join(self.out, 'aggregator', f'{self.aggregator_name()}.pth')
+
+    def keep_aggregator(self, ckpt: str) -> str:
+        """Copy the whole stage-1 checkpoint (its ``kd_meta`` names the teacher order stage 2 checks)."""
+        os.makedirs(osp.dirname(self.kept_aggregator()), exist_ok=True)
+        shutil.copyfile(ckpt, self.kept_aggregator())
+        return self.kept_aggregator()
+
+    def restore_aggregator(self) -> None:
+        """Put the kept aggregator where stage-2 runs read it, when the work folder lost it."""
+        path = self.ckpt(self.aggregator_name())
+        with self._lock:
+            if osp.isfile(path):
+                return
+            if not osp.isfile(self.kept_aggregator()):
+                raise FileNotFoundError(
+                    f'MTKD stage 2 needs the stage-1 aggregator {path}, and no kept copy exists '
+                    f'({self.kept_aggregator()}); delete {self.result_path(self.aggregator_name())} to retrain it.')
+            os.makedirs(osp.dirname(path), exist_ok=True)
+            shutil.copyfile(self.kept_aggregator(), path)
+
     def execute(self, run: Run, cache: str | None) -> dict:
         opt = self.options(run, cache)
         text = json.dumps(opt, sort_keys=True)
@@ -134,6 +157,8 @@ class Driver:
         yml = write_yaml(opt, osp.join(self.work, 'options', f'{run.name}.yml'))
         if run.reuse:
             return self.reuse_student(run, opt, yml, digest)
+        if run.method == 'mtkd':
+            self.restore_aggregator()
         args = ('--auto_resume',) if self.skip_done else ()
         print(f'[bench] {run.name}: training {run.iters} iterations ({opt["model_type"]}) ...', flush=True)
         train_s = run_entry_point('kdsr_plugins.train', yml, self.work, osp.join(self.work, 'logs', f'{run.name}.log'),
@@ -206,7 +231,8 @@ class Driver:
         ckpt = self.ckpt(run.name)
         if run.method == 'mtkd1':
             key = 'params_ema' if opt['train']['ema_decay'] > 0 else 'params'
-            return {'test': {key: self.test_aggregator(run, opt)}}
+            return {'test': {key: self.test_aggregator(run, opt)},
+                    'aggregator': self.keep_aggregator(ckpt)}
         out: dict = {}
         if run.variant == 'sweep':
             out['val'] = self.score_split(ckpt, opt, self._val)

@@ -334,3 +334,62 @@ def test_unfinished_sweep_reports_pending_trials_and_chooses_nothing(tmp_path):
     sweep = photo_benchmark.choose(bm, trials, both)
     assert sweep['kd']['chosen'] == 1.0 and 'pending' not in sweep['kd']
     assert photo_benchmark.swept_runs(bm, sweep) == []  # the shipped weight won: the default rows serve
+
+
+# --------------------------------------------------------------------------------------- MTKD aggregator
+def test_stage_two_without_any_aggregator_checkpoint_is_a_clear_error(tmp_path):
+    from photo_bench.config import load_benchmark
+    from photo_bench.runner import Driver
+
+    data = make_photo_set(str(tmp_path))
+    bm = load_benchmark(make_config(str(tmp_path), data, n_teachers=2, methods=('scratch', 'mtkd')))
+    driver = Driver(bm, str(tmp_path / 'out'), str(tmp_path / 'work'), skip_done=True, jobs=1)
+    with pytest.raises(FileNotFoundError, match='delete .*mtkd1_s0.json to retrain it'):
+        driver.restore_aggregator()
+    kept = driver.kept_aggregator()
+    os.makedirs(osp.dirname(kept))
+    with open(kept, 'wb') as f:
+        f.write(b'weights')
+    driver.restore_aggregator()
+    with open(driver.ckpt('mtkd1_s0'), 'rb') as f:
+        assert f.read() == b'weights'
+
+
+@pytest.mark.slow
+@pytest.mark.subprocess
+def test_mtkd_stage_two_resumes_from_the_kept_aggregator_after_a_lost_work_folder(tmp_path):
+    import shutil
+
+    data = make_photo_set(str(tmp_path))
+    cfg = make_config(str(tmp_path), data, n_teachers=2, methods=('scratch', 'mtkd'))
+    out = tmp_path / 'out'
+    run_bench('--config', cfg, '--out', str(out), '--skip-done', cwd=str(tmp_path))
+    assert (out / 'aggregator' / 'mtkd1_s0.pth').is_file()
+    shutil.rmtree(out / 'work' / 'experiments')
+    (out / 'work' / 'results' / 'mtkd_s1.json').unlink()
+    proc = run_bench('--config', cfg, '--out', str(out), '--skip-done', cwd=str(tmp_path))
+    assert 'mtkd1_s0: done, kept' in proc.stdout and 'mtkd_s1: training' in proc.stdout
+    summary = json.loads((out / 'summary.json').read_text())
+    assert summary['trained_this_call'] == ['mtkd_s1'] and summary['rows']['mtkd']['seeds'] == [0, 1]
+
+
+# --------------------------------------------------------------------------------------- data-limited subset
+def test_train_subset_keeps_the_first_photos_and_links_val_and_test(tmp_path):
+    sys.path.insert(0, osp.join(BENCH, 'photo'))
+    import lmdb
+    from train_subset import make_subset
+
+    data = make_photo_set(str(tmp_path))
+    out = str(tmp_path / 'subset')
+    with pytest.raises(ValueError, match='--photos must be in 1..1'):
+        make_subset(data, out, 2)
+    rec = make_subset(data, out, 1)
+    assert rec['photos'] == ['astronaut'] and rec['sub_images'] == rec['of_sub_images'] == 16
+    for name in ('DIV2K_train_HR_sub.lmdb', 'DIV2K_train_LR_bicubic_X4_sub.lmdb'):
+        with lmdb.open(osp.join(out, 'train', name), readonly=True, lock=False) as env:
+            assert env.stat()['entries'] == 16
+    assert osp.realpath(osp.join(out, 'test')) == osp.realpath(osp.join(data, 'test'))
+    with pytest.raises(FileExistsError, match='pass --overwrite'):
+        make_subset(data, out, 1)
+    with pytest.raises(ValueError, match='must differ'):
+        make_subset(data, data, 1)
