@@ -16,11 +16,9 @@ import os
 import os.path as osp
 import sys
 
+from kdsr_plugins.data_prep.div2k import div2k_output_paths
 from kdsr_plugins.data_prep.files import guard_outputs, list_images
 from kdsr_plugins.data_prep.lmdb_tools import write_lmdb
-
-TRAIN = 'train'
-HR_SUB = osp.join(TRAIN, 'DIV2K_train_HR_sub')
 
 
 def photo_of(sub_image: str) -> str:
@@ -31,11 +29,12 @@ def photo_of(sub_image: str) -> str:
 def make_subset(src: str, out: str, photos: int, scale: int = 4, overwrite: bool = False) -> dict:
     """Build ``out`` (see the module docstring) and return its ``subset.json`` record."""
     src, out = osp.abspath(src), osp.abspath(out)
-    lr_sub = osp.join(TRAIN, 'DIV2K_train_LR_bicubic', f'X{scale}_sub')
     if out == src:
         raise ValueError('--out must differ from --src')
-    hr_all = [osp.join(src, HR_SUB, f) for f in list_images(osp.join(src, HR_SUB))]
-    lr_all = [osp.join(src, lr_sub, f) for f in list_images(osp.join(src, lr_sub))]
+    have = div2k_output_paths(osp.join(src, 'train'), [scale])
+    made = div2k_output_paths(osp.join(out, 'train'), [scale])
+    hr_all = [osp.join(have['hr_sub'], f) for f in list_images(have['hr_sub'])]
+    lr_all = [osp.join(have['lr_sub'][scale], f) for f in list_images(have['lr_sub'][scale])]
     names = sorted({photo_of(p) for p in hr_all})
     if not 1 <= photos <= len(names):
         raise ValueError(f'--photos must be in 1..{len(names)} (the train photos of {src}), got {photos}')
@@ -44,8 +43,7 @@ def make_subset(src: str, out: str, photos: int, scale: int = 4, overwrite: bool
     chosen = set(names[:photos])
     hr = [p for p in hr_all if photo_of(p) in chosen]
     lr = [p for p in lr_all if photo_of(p) in chosen]
-    hr_lmdb = osp.join(out, TRAIN, 'DIV2K_train_HR_sub.lmdb')
-    lr_lmdb = osp.join(out, TRAIN, f'DIV2K_train_LR_bicubic_X{scale}_sub.lmdb')
+    hr_lmdb, lr_lmdb = made['hr_lmdb'], made['lr_lmdb'][scale]
     links = {split: osp.join(out, split) for split in ('val', 'test')}
     record_path = osp.join(out, 'subset.json')
     if real := [p for p in links.values() if osp.exists(p) and not osp.islink(p)]:
