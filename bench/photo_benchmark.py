@@ -96,9 +96,13 @@ def same_training(bm: Benchmark, a: Run, b: Run) -> bool:
     return opts(a) == opts(b)
 
 
-def shipped_weight(bm: Benchmark, method: str) -> float:
+def default_weight(bm: Benchmark, method: str) -> float:
+    """The swept loss weight of the method's default row: the config's ``overrides`` of it, else the shipped YAML's."""
+    key = bm.methods[method]['sweep']['key']
+    if key in bm.methods[method].get('overrides', {}):
+        return float(bm.methods[method]['overrides'][key])
     node = read_yaml(bm.methods[method]['options'])
-    for k in bm.methods[method]['sweep']['key'].split('.'):
+    for k in key.split('.'):
         node = node[k]
     return float(node)
 
@@ -112,7 +116,7 @@ def choose(bm: Benchmark, trials: list[Run], results: dict[str, dict]) -> dict[s
     out: dict[str, dict] = {}
     for run in trials:
         s = out.setdefault(run.method, {'key': bm.methods[run.method]['sweep']['key'], 'val_psnr': {},
-                                        'shipped': shipped_weight(bm, run.method), 'iters': run.iters,
+                                        'shipped': default_weight(bm, run.method), 'iters': run.iters,
                                         'seed': run.seed})
         if run.name in results:
             s['val_psnr'][f'{run.weight:g}'] = results[run.name]['val']['params']['psnr']
@@ -150,7 +154,7 @@ def build_summary(bm: Benchmark, drv: Driver, methods: list[str], skipped: dict[
         row = report.row_summary(results)
         m = label.split(' ')[0]
         if row['weight'] is None and bm.methods[m].get('sweep'):
-            row['weight'] = shipped_weight(bm, m)
+            row['weight'] = default_weight(bm, m)
         row['delta_vs_scratch'] = report.deltas(results, by_row.get('scratch')) if label != 'scratch' else None
         row['delta_vs_kd'] = report.deltas(results, by_row.get('kd')) if label != 'kd' else None
         rows[label] = row

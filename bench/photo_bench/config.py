@@ -93,10 +93,43 @@ def load_teacher(entry: dict, base: str) -> Teacher:
                    card)
 
 
+def _merge(base: dict, over: dict) -> dict:
+    """``over`` on ``base``: mappings merged key by key, anything else (lists, scalars) replaced."""
+    out = deepcopy(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else deepcopy(v)
+    return out
+
+
+def read_config(path: str, _seen: tuple[str, ...] = ()) -> dict:
+    """A benchmark config with its ``base:`` chain applied.
+
+    ``base: <file>`` (relative to this config's folder) makes the config a variant of another one: its
+    keys are merged onto the base's (mappings key by key, lists and scalars replaced), except
+    ``methods``, which selects: the variant's methods are the ones it lists, each merged onto the
+    base's entry of that name (so ``at: {overrides: {...}}`` keeps the base's ``options``).
+    """
+    path = osp.abspath(path)
+    if path in _seen:
+        raise SystemExit(f'{path}: base: chain loops ({" -> ".join(_seen + (path,))})')
+    with open(path, encoding='utf-8') as f:
+        raw = yaml.safe_load(f) or {}
+    if 'base' not in raw:
+        return raw
+    base_path = osp.join(osp.dirname(path), raw.pop('base'))
+    if not osp.isfile(base_path):
+        raise SystemExit(f'{path}: base: no file {base_path}')
+    base = read_config(base_path, _seen + (path,))
+    methods = raw.pop('methods', None)
+    merged = _merge(base, raw)
+    if methods is not None:
+        merged['methods'] = {m: _merge(base.get('methods', {}).get(m) or {}, spec or {}) for m, spec in methods.items()}
+    return merged
+
+
 def load_benchmark(path: str) -> Benchmark:
     """Read and check a benchmark config (clear errors before anything is trained)."""
-    with open(path, encoding='utf-8') as f:
-        raw = yaml.safe_load(f)
+    raw = read_config(path)
     base = osp.dirname(osp.abspath(path))
     unknown = sorted(set(raw.get('methods', {})) - set(METHODS))
     if unknown:
@@ -104,6 +137,8 @@ def load_benchmark(path: str) -> Benchmark:
     methods = {}
     for key, spec in raw['methods'].items():
         spec = dict(spec)
+        if 'options' not in spec:
+            raise SystemExit(f'{path}: methods.{key} has no options (the shipped method YAML to train)')
         for k in ('options', 'stage1'):
             if k in spec:
                 spec[k] = _resolve(spec[k], base)
