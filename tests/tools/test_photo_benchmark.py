@@ -166,6 +166,78 @@ def test_run_options_take_losses_from_the_shipped_yaml_and_substitute_the_rest(t
         run_options(bm, 'kd', 'kd_w', 0, 7, weight=0.5)
 
 
+def _variant(root, text: str, name: str = 'variant.yml') -> str:
+    path = osp.join(root, name)
+    with open(path, 'w') as f:
+        f.write(text)
+    return path
+
+
+def test_a_base_config_variant_merges_mappings_replaces_lists_and_selects_methods(tmp_path):
+    from photo_bench.config import load_benchmark, run_options
+
+    data = str(tmp_path / 'photos')
+    base = load_benchmark(make_config(str(tmp_path), data, methods=('scratch', 'kd', 'fitnet'), sweep=True))
+    variant = load_benchmark(_variant(tmp_path, (
+        'base: bench.yml\nname: wide\nseeds: [3]\nstudent:\n  network_g: {num_feat: 6}\n'
+        'recipe: {lr: 2.0e-3}\nmethods:\n  kd: {overrides: {train.kd_opt.loss_weight: 0.25}}\n  scratch: {}\n')))
+    assert variant.name == 'wide' and variant.seeds == [3] and variant.iters == base.iters
+    assert variant.student == {**base.student, 'num_feat': 6}  # merged key by key
+    assert variant.recipe == {**base.recipe, 'lr': 2e-3}
+    assert variant.student_taps == base.student_taps and variant.teachers == base.teachers
+    assert list(variant.methods) == ['kd', 'scratch']  # the variant's methods only
+    assert variant.methods['kd']['options'] == base.methods['kd']['options']
+    assert variant.methods['kd']['sweep'] == base.methods['kd']['sweep']
+    opt = run_options(variant, 'kd', 'kd_s3', 3, 4)
+    assert opt['network_g']['num_feat'] == 6 and opt['train']['kd_opt']['loss_weight'] == 0.25
+    assert opt['train']['optim_g']['lr'] == 2e-3
+    # a list is replaced whole, not merged
+    variant = load_benchmark(_variant(tmp_path, 'base: bench.yml\nstudent: {taps: [conv_first]}\n'))
+    assert variant.student_taps == ['conv_first'] and variant.student == base.student
+    assert list(variant.methods) == list(base.methods)
+
+
+def test_a_variant_default_row_weight_reads_its_overrides(tmp_path):
+    from photo_bench.config import load_benchmark
+
+    import photo_benchmark
+
+    make_config(str(tmp_path), str(tmp_path / 'photos'), methods=('scratch', 'kd'), sweep=True)
+    bm = load_benchmark(_variant(tmp_path, 'base: bench.yml\nmethods:\n  kd: {}\n'))
+    assert photo_benchmark.default_weight(bm, 'kd') == 1.0  # the shipped YAML's
+    bm = load_benchmark(_variant(tmp_path, 'base: bench.yml\nmethods:\n  kd: {overrides: {train.kd_opt.loss_weight: 3}}\n'))
+    assert photo_benchmark.default_weight(bm, 'kd') == 3.0
+
+
+def test_bad_base_chains_and_methods_without_options_stop_with_a_clear_error(tmp_path):
+    from photo_bench.config import load_benchmark
+
+    make_config(str(tmp_path), str(tmp_path / 'photos'), methods=('scratch',))
+    with pytest.raises(SystemExit, match='base: no file'):
+        load_benchmark(_variant(tmp_path, 'base: missing.yml\n'))
+    _variant(tmp_path, 'base: b.yml\n', 'a.yml')
+    with pytest.raises(SystemExit, match='loops'):
+        load_benchmark(_variant(tmp_path, 'base: a.yml\n', 'b.yml'))
+    with pytest.raises(SystemExit, match='methods.kd has no options'):
+        load_benchmark(_variant(tmp_path, 'base: bench.yml\nmethods: {kd: {}}\n'))
+
+
+def test_the_shipped_variants_load_on_benchmark_yml():
+    from photo_bench.config import load_benchmark
+
+    main = load_benchmark(osp.join(BENCH, 'photo', 'benchmark.yml'))
+    for name, methods in (('why_data.yml', ['scratch', 'kd', 'at', 'fitnet', 'rkd']),
+                          ('why_capacity.yml', ['scratch', 'kd', 'at', 'fitnet', 'rkd'])):
+        bm = load_benchmark(osp.join(BENCH, 'photo', name))
+        assert list(bm.methods) == methods and bm.recipe == main.recipe and bm.iters == main.iters
+        assert bm.seeds == main.seeds and [t.name for t in bm.teachers] == [main.teachers[0].name]
+        assert bm.methods['at']['overrides'] == {'train.feature_opt.loss_weight': 1.0}
+    wide = load_benchmark(osp.join(BENCH, 'photo', 'why_capacity.yml'))
+    assert (wide.student['num_feat'], wide.student['num_block']) == (24, 4)
+    assert {k: v for k, v in wide.student.items() if k not in ('num_feat', 'num_block')} == \
+        {k: v for k, v in main.student.items() if k not in ('num_feat', 'num_block')}
+
+
 # --------------------------------------------------------------------------------------- re-scoring
 def test_image_pairs_accept_scale_suffixed_and_plain_lr_names(tmp_path):
     from photo_bench.scoring import image_pairs
