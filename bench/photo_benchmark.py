@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import os
 import os.path as osp
 import sys
@@ -218,6 +219,17 @@ def figures(bm: Benchmark, drv: Driver, summary: dict, out: str) -> dict[str, st
     return written
 
 
+def results_of_another_config(out: str, bm: Benchmark) -> str | None:
+    """The config whose results ``out`` already holds, when it is not ``bm``'s (file name compared,
+    so a snapshot of the same config elsewhere still matches); ``None`` when free or the same."""
+    path = osp.join(out, 'summary.json')
+    if not osp.isfile(path):
+        return None
+    with open(path, encoding='utf-8') as f:
+        config = json.load(f).get('config') or ''
+    return config if config and osp.basename(config) != osp.basename(bm.path) else None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(1)
@@ -236,7 +248,10 @@ def main(argv: list[str] | None = None) -> int:
     if not bm.teachers and any(m != 'scratch' for m in methods):
         print('the config lists no teacher', file=sys.stderr)
         return 2
-    out = osp.abspath(args.out or osp.join(REPO, 'bench', 'results', bm.name))
+    out = osp.abspath(args.out or osp.join(REPO, bm.raw.get('out') or osp.join('bench', 'results', bm.name)))
+    if other := results_of_another_config(out, bm):
+        print(f'{out} holds the results of {other}, not of {args.config}: pass another --out', file=sys.stderr)
+        return 2
     work = osp.abspath(args.work or osp.join(out, 'work'))
     os.makedirs(out, exist_ok=True)
     with open(osp.join(out, '.gitignore'), 'w') as f:

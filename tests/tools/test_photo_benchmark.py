@@ -222,6 +222,35 @@ def test_bad_base_chains_and_methods_without_options_stop_with_a_clear_error(tmp
         load_benchmark(_variant(tmp_path, 'base: bench.yml\nmethods: {kd: {}}\n'))
 
 
+def test_an_output_folder_of_another_config_is_refused_before_training(tmp_path, capsys):
+    import photo_benchmark
+
+    cfg = make_config(str(tmp_path), str(tmp_path / 'photos'), methods=('scratch',))
+    out = tmp_path / 'out'
+    out.mkdir()
+    (out / 'summary.json').write_text(json.dumps({'config': 'bench/photo/benchmark.yml'}))
+    assert photo_benchmark.main(['--config', cfg, '--out', str(out), '--skip-done']) == 2
+    assert 'holds the results of bench/photo/benchmark.yml' in capsys.readouterr().err
+    assert sorted(os.listdir(out)) == ['summary.json']  # nothing written, nothing trained
+    # a config's `out:` is the default output folder, and is guarded the same way
+    assert photo_benchmark.main(['--config', _variant(tmp_path, f'base: bench.yml\nout: {out}\n')]) == 2
+    assert f'{out} holds the results of' in capsys.readouterr().err
+    # the same config (by file name, e.g. a snapshot elsewhere) may continue in its folder
+    (out / 'summary.json').write_text(json.dumps({'config': '/elsewhere/bench.yml'}))
+    bm = photo_benchmark.load_benchmark(cfg)
+    assert photo_benchmark.results_of_another_config(str(out), bm) is None
+    assert photo_benchmark.results_of_another_config(str(tmp_path / 'fresh'), bm) is None
+
+
+def test_a_config_out_key_is_the_default_output_folder():
+    from photo_bench.config import load_benchmark
+
+    bm = load_benchmark(osp.join(BENCH, 'photo', 'why_mtkd_wide.yml'))
+    assert bm.name == 'photo_x4' and bm.raw['out'] == 'bench/results/photo_x4_mtkd_wide'
+    assert bm.aggregator['embed_dim'] == 48 and bm.aggregator['num_feat'] == 48
+    assert list(bm.methods) == ['scratch', 'kd', 'mtkd'] and 'stage1' in bm.methods['mtkd']
+
+
 def test_the_shipped_variants_load_on_benchmark_yml():
     from photo_bench.config import load_benchmark
 
