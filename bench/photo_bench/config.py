@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from kdsr_plugins.core.amp_sr_model import apply_precision
+from kdsr_plugins.data_prep.div2k import div2k_output_paths
 
 #: Method keys in table order; ``mtkd`` is the stage-2 student (stage 1: ``mtkd1``, the aggregator);
 #: ``mipkd_lite``: MiPKD's cheaper preset (MLP encoders, latent width = student width).
@@ -181,9 +182,9 @@ def read_yaml(path: str) -> dict:
 def _datasets(bm: Benchmark, cache: str | None) -> dict:
     root, s = osp.abspath(bm.data), bm.scale
     r = bm.recipe
+    lmdbs = div2k_output_paths(osp.join(root, 'train'), [s])  # what `data_prep photos` writes for train
     train = {'name': f'{bm.name}_train', 'type': 'PairedImageDataset',
-             'dataroot_gt': osp.join(root, 'train', 'DIV2K_train_HR_sub.lmdb'),
-             'dataroot_lq': osp.join(root, 'train', f'DIV2K_train_LR_bicubic_X{s}_sub.lmdb'),
+             'dataroot_gt': lmdbs['hr_lmdb'], 'dataroot_lq': lmdbs['lr_lmdb'][s],
              'io_backend': {'type': 'lmdb'}, 'gt_size': int(r['gt_size']), 'use_hflip': True, 'use_rot': True,
              'num_worker_per_gpu': 0, 'batch_size_per_gpu': int(r['batch_size']),
              'dataset_enlarge_ratio': int(r.get('dataset_enlarge_ratio', 1)), 'prefetch_mode': None}
