@@ -56,8 +56,21 @@ def test_table_has_a_delta_column_against_the_scratch_row():
 
 def test_stored_benchmark_prints_the_table_and_its_command(tmp_path, monkeypatch):
     table = tmp_path / 'table.md'
+    converged = tmp_path / 'table_4800.md'
     monkeypatch.setattr(config, 'BENCHMARK_TABLE', str(table))
+    monkeypatch.setattr(config, 'CONVERGED_TABLE', str(converged))
     assert 'No stored benchmark table' in stored_benchmark()
     table.write_text('| Method | PSNR |\n|---|---:|\n| scratch | 35.0 |\n')
     text = stored_benchmark()
     assert '| scratch | 35.0 |' in text and 'bench/photo_benchmark.py --config bench/photo/benchmark.yml' in text
+    assert 'convergence' not in text
+    converged.write_text('| Method | PSNR |\n|---|---:|\n| scratch | 35.9 |\n')
+    text = stored_benchmark()
+    assert text.index('| scratch | 35.0 |') < text.index('| scratch | 35.9 |')
+    assert '--iters 4800' in text and 'fixed budget of 1,200 iterations' in text
+
+
+def test_the_stored_tables_the_demo_prints_are_committed():
+    for path in (config.BENCHMARK_TABLE, config.CONVERGED_TABLE):
+        with open(path, encoding='utf-8') as f:
+            assert '| scratch |' in f.read()
