@@ -198,14 +198,14 @@ def test_a_base_config_variant_merges_mappings_replaces_lists_and_selects_method
 
 
 def test_a_variant_default_row_weight_reads_its_overrides(tmp_path):
-    from photo_bench.config import load_benchmark
-
     import photo_benchmark
+    from photo_bench.config import load_benchmark
 
     make_config(str(tmp_path), str(tmp_path / 'photos'), methods=('scratch', 'kd'), sweep=True)
     bm = load_benchmark(_variant(tmp_path, 'base: bench.yml\nmethods:\n  kd: {}\n'))
     assert photo_benchmark.default_weight(bm, 'kd') == 1.0  # the shipped YAML's
-    bm = load_benchmark(_variant(tmp_path, 'base: bench.yml\nmethods:\n  kd: {overrides: {train.kd_opt.loss_weight: 3}}\n'))
+    bm = load_benchmark(_variant(tmp_path, 'base: bench.yml\nmethods:\n'
+                                           '  kd: {overrides: {train.kd_opt.loss_weight: 3}}\n'))
     assert photo_benchmark.default_weight(bm, 'kd') == 3.0
 
 
