@@ -79,8 +79,7 @@ def load_teacher(entry: dict, base: str) -> Teacher:
         card_path = _resolve(entry['card'], base)
         if not osp.isfile(card_path):
             raise SystemExit(f'teacher card {card_path} not found (made by bench/photo/teacher_card.py)')
-        with open(card_path, encoding='utf-8') as f:
-            card = yaml.safe_load(f)
+        card = read_yaml(card_path)
         if 'weights' not in card:
             raise SystemExit(f'teacher card {card_path} has no weights (written with --no-weights?)')
         pretrain = osp.join(osp.dirname(card_path), card['weights']['file'])
@@ -113,8 +112,7 @@ def read_config(path: str, _seen: tuple[str, ...] = ()) -> dict:
     path = osp.abspath(path)
     if path in _seen:
         raise SystemExit(f'{path}: base: chain loops ({" -> ".join(_seen + (path,))})')
-    with open(path, encoding='utf-8') as f:
-        raw = yaml.safe_load(f) or {}
+    raw = read_yaml(path) or {}
     if 'base' not in raw:
         return raw
     base_path = osp.join(osp.dirname(path), raw.pop('base'))
