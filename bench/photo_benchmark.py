@@ -166,7 +166,7 @@ def build_summary(bm: Benchmark, drv: Driver, methods: list[str], skipped: dict[
     seeds = ' '.join(map(str, bm.seeds))
     return {
         'benchmark': bm.name, 'config': osp.relpath(bm.path, REPO) if bm.path.startswith(REPO) else bm.path,
-        'title': (f'{bm.name}: x{bm.scale}, {bm.iters} iterations, seeds {seeds}, test split of the photo set '
+        'title': (f'{run_label(bm)}: x{bm.scale}, {bm.iters} iterations, seeds {seeds}, test split of the photo set '
                   f'{osp.basename(osp.normpath(bm.data))}/'),
         'scale': bm.scale, 'iters': bm.iters, 'seeds': bm.seeds, 'student': bm.student,
         'teachers': {n: {'psnr': t['psnr'], 'ssim': t['ssim']} for n, t in drv.teacher_scores.items()},
@@ -179,6 +179,11 @@ def build_summary(bm: Benchmark, drv: Driver, methods: list[str], skipped: dict[
                   '(PSNR, dB), mean ± std, p = two-sided paired t-test. PSNR to teacher: student output vs '
                   'the first teacher\'s output. Swept rows: loss weight chosen on the validation split.'),
     }
+
+
+def run_label(bm: Benchmark) -> str:
+    """The benchmark's name with its config file, so variants that share a name tell apart in titles."""
+    return f'{bm.name} ({osp.basename(bm.path)})'
 
 
 def figures(bm: Benchmark, drv: Driver, summary: dict, out: str) -> dict[str, str]:
@@ -200,7 +205,7 @@ def figures(bm: Benchmark, drv: Driver, summary: dict, out: str) -> dict[str, st
             curves[label] = runs
         elif 'skipped' not in summary['rows'][label]:
             missing.append(label)
-    title = f'{bm.name}: validation PSNR (mean ± std over seeds)'
+    title = f'{run_label(bm)}: validation PSNR (mean ± std over seeds)'
     if missing:
         title += f'\nno stored curve (trained before curves were kept): {", ".join(missing)}'
     written = {'curves': report.plot_curves(curves, osp.join(out, 'psnr_curves.png'), title)}

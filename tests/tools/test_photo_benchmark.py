@@ -368,6 +368,7 @@ def test_benchmark_end_to_end_then_skip_done(tmp_path):
     assert summary['convergence']['from_iter'] == 2 and 'test_raw' in summary['convergence']
     table = (out / 'table.md').read_text()
     assert '| mtkd | skipped: MTKD needs >= 2 teachers' in table and '| Teacher t0 |' in table
+    assert summary["title"].startswith(f"{summary['benchmark']} ({osp.basename(cfg)}): ")  # variants tell apart
     for f in ('psnr_curves.png', 'grid.png', 'students/scratch_seed0.pth', 'students/kd_seed1.pth'):
         assert (out / f).is_file(), f
     card = json.loads((out / 'students' / 'students.json').read_text())
