@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import os.path as osp
 import sys
@@ -80,6 +81,15 @@ def run_methods(runs: list, ckpts: dict[str, str], args: argparse.Namespace) -> 
     return [done[run.key] for run in runs]
 
 
+def stored_methods(summary_path: str) -> list[str]:
+    """The trained method rows of a stored benchmark summary (skipped rows left out); ``[]`` without one."""
+    if not osp.isfile(summary_path):
+        return []
+    with open(summary_path, encoding='utf-8') as f:
+        rows = json.load(f).get('rows', {})
+    return [label for label, row in rows.items() if 'skipped' not in row and ' ' not in label]
+
+
 def stored_benchmark() -> str:
     """The committed real-photo benchmark tables (the measurement the demo illustrates), with their commands:
     the 1,200-iteration table, then the same student at convergence (4,800 iterations)."""
@@ -95,11 +105,13 @@ def stored_benchmark() -> str:
     if osp.isfile(config.CONVERGED_TABLE):
         with open(config.CONVERGED_TABLE, encoding='utf-8') as f:
             converged = f.read().strip()
+        methods = ','.join(stored_methods(osp.join(osp.dirname(config.CONVERGED_TABLE), 'summary.json')))
         text += ('\n## The same student trained to convergence (4,800 iterations)\n\n'
-                 'The gains above are measured at a fixed budget of 1,200 iterations; at convergence the student '
-                 'trained alone catches up. Produced by `OMP_NUM_THREADS=1 python bench/photo_benchmark.py --config '
-                 'bench/photo/benchmark.yml --data datasets/photos --iters 4800 --methods scratch,at --out '
-                 'bench/results/photo_x4_4800 --skip-done`:\n\n'
+                 'The gains above are measured at a fixed budget of 1,200 iterations; trained to convergence, the '
+                 'student alone catches up with most of them (docs/results.md). Produced by `OMP_NUM_THREADS=1 '
+                 'python bench/photo_benchmark.py --config bench/photo/benchmark.yml --data datasets/photos '
+                 f'--iters 4800{" --methods " + methods if methods else ""} --out bench/results/photo_x4_4800 '
+                 '--skip-done`:\n\n'
                  f'{converged}\n')
     return text
 

@@ -1,6 +1,7 @@
 """The demo's options: precision, teachers, the printed table (``kdsr_plugins.demo``)."""
 from __future__ import annotations
 
+import json
 import os.path as osp
 
 import pytest
@@ -67,7 +68,11 @@ def test_stored_benchmark_prints_the_table_and_its_command(tmp_path, monkeypatch
     converged.write_text('| Method | PSNR |\n|---|---:|\n| scratch | 35.9 |\n')
     text = stored_benchmark()
     assert text.index('| scratch | 35.0 |') < text.index('| scratch | 35.9 |')
-    assert '--iters 4800' in text and 'fixed budget of 1,200 iterations' in text
+    assert '--iters 4800 --out' in text and 'fixed budget of 1,200 iterations' in text  # no summary: no --methods
+    (tmp_path / 'summary.json').write_text(json.dumps({'rows': {
+        'scratch': {'seeds': [0]}, 'kd': {'seeds': [0]}, 'mtkd': {'skipped': 'needs 2 teachers'},
+        'kd (swept)': {'seeds': [0]}}}))
+    assert '--iters 4800 --methods scratch,kd --out' in stored_benchmark()  # the rows the stored table holds
 
 
 def test_the_stored_tables_the_demo_prints_are_committed():
