@@ -38,7 +38,7 @@ TEACHERS = {
 STUDENT = edsr(12, 2)
 #: The stored real-photo benchmark result the demo prints next to its own table.
 BENCHMARK_TABLE = osp.join(REPO, 'bench', 'results', 'photo_x4', 'table.md')
-#: The same student at convergence (4,800 iterations), printed after it: the 1,200-iteration gains are a budget effect.
+#: The same student at convergence (4,800 iterations), printed after it: how much of the 1,200-iteration gains stays.
 CONVERGED_TABLE = osp.join(REPO, 'bench', 'results', 'photo_x4_4800', 'table.md')
 
 
