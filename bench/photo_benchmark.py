@@ -209,7 +209,7 @@ def figures(bm: Benchmark, drv: Driver, summary: dict, out: str) -> dict[str, st
     if missing:
         title += f'\nno stored curve (trained before curves were kept): {", ".join(missing)}'
     written = {'curves': report.plot_curves(curves, osp.join(out, 'psnr_curves.png'), title)}
-    pair = next(p for p in drv._test if p.name == drv.grid_image)
+    pair = drv.grid_pair
     seed = bm.seeds[0]
     t = bm.teachers[0].name
     tiles = [(f'teacher {t}', osp.join(drv.work, 'teacher_sr', t, f'{pair.name}.png'))]

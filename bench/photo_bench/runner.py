@@ -213,7 +213,7 @@ class Driver:
             keep: dict[str, np.ndarray] = {}
             out[key] = scoring.score(scoring.build_net(opt['network_g'], params), pairs, self.bm.scale, refs, keep)
             if grid_name:
-                cv2.imwrite(osp.join(self.work, 'grid', f'{grid_name}_{key}.png'), keep[self.grid_image])
+                self.write_grid_tile(grid_name, key, keep)
         return out
 
     @staticmethod
@@ -245,15 +245,26 @@ class Driver:
 
     def grid_tile(self, name: str, method: str, seed: int, variant: str) -> str:
         """The grid crop of a run's raw weights (``work/grid/``), made again from its kept student if missing."""
-        path = osp.join(self.work, 'grid', f'{name}_params.png')
+        path = self.grid_tile_path(name, 'params')
         student = self.student_path(method, seed, variant)
         if not osp.isfile(path) and osp.isfile(student):
-            pair = next(p for p in self._test if p.name == self.grid_image)
             keep: dict[str, np.ndarray] = {}
             net = scoring.build_net(self.bm.student, scoring.load_params(student, 'params'))
-            scoring.score(net, [pair], self.bm.scale, keep=keep)
-            cv2.imwrite(path, keep[pair.name])
+            scoring.score(net, [self.grid_pair], self.bm.scale, keep=keep)
+            self.write_grid_tile(name, 'params', keep)
         return path
+
+    @property
+    def grid_pair(self) -> scoring.Pair:
+        """The test pair whose crop the picture grid shows."""
+        return next(p for p in self._test if p.name == self.grid_image)
+
+    def grid_tile_path(self, name: str, key: str) -> str:
+        return osp.join(self.work, 'grid', f'{name}_{key}.png')
+
+    def write_grid_tile(self, name: str, key: str, outputs: dict[str, np.ndarray]) -> None:
+        """Keep the grid image's output of ``outputs`` (test image name -> output) as the run's tile."""
+        cv2.imwrite(self.grid_tile_path(name, key), outputs[self.grid_image])
 
     def student_path(self, method: str, seed: int, variant: str = 'default') -> str:
         """Where the benchmark keeps the final student of a run (``<out>/students[_swept]/``)."""

@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import os.path as osp
 import sys
@@ -25,6 +24,7 @@ from kdsr_plugins.data_prep.demo import build_demo_dataset
 from kdsr_plugins.demo import config
 from kdsr_plugins.demo.pipeline import count_params, ensure_teachers, evaluate, format_table, train_and_test
 from kdsr_plugins.demo.runs import RUNS, runs_by_key
+from kdsr_plugins.demo.stored import stored_benchmark
 
 #: The photo benchmark's single-teacher rows. MTKD (mtkd1,mtkd2) is left out by default: its second teacher
 #: here is the small demo RCAN, and its aggregator needs far more iterations than a demo run has.
@@ -79,42 +79,6 @@ def run_methods(runs: list, ckpts: dict[str, str], args: argparse.Namespace) -> 
             for future in finished:
                 done[running.pop(future)] = future.result()
     return [done[run.key] for run in runs]
-
-
-def stored_methods(summary_path: str) -> list[str]:
-    """The trained method rows of a stored benchmark summary (skipped rows left out); ``[]`` without one."""
-    if not osp.isfile(summary_path):
-        return []
-    with open(summary_path, encoding='utf-8') as f:
-        rows = json.load(f).get('rows', {})
-    return [label for label, row in rows.items() if 'skipped' not in row and ' ' not in label]
-
-
-def stored_benchmark() -> str:
-    """The committed real-photo benchmark tables (the measurement the demo illustrates), with their commands:
-    the 1,200-iteration table, then the same student at convergence (4,800 iterations)."""
-    if not osp.isfile(config.BENCHMARK_TABLE):
-        return f'\n(No stored benchmark table at {config.BENCHMARK_TABLE}: see docs/results.md.)\n'
-    with open(config.BENCHMARK_TABLE, encoding='utf-8') as f:
-        table = f.read().strip()
-    text = ('\n## Stored result of the real-photo benchmark (3 seeds, 10 held-out test photos)\n\n'
-            'Produced by `OMP_NUM_THREADS=1 python bench/photo_benchmark.py --config bench/photo/benchmark.yml '
-            '--data datasets/photos --jobs 2 --skip-done --methods scratch,kd,fitnet,at,fakd,rkd,dukd,mipkd` '
-            '(docs/results.md says what it means):\n\n'
-            f'{table}\n')
-    if osp.isfile(config.CONVERGED_TABLE):
-        with open(config.CONVERGED_TABLE, encoding='utf-8') as f:
-            converged = f.read().strip()
-        methods = ','.join(stored_methods(osp.join(osp.dirname(config.CONVERGED_TABLE), 'summary.json')))
-        text += ('\n## The same student trained to convergence (4,800 iterations)\n\n'
-                 'The gains above are measured at a fixed budget of 1,200 iterations; trained to convergence, the '
-                 'student alone catches up with AT, while logits KD keeps a small gain on every seed '
-                 '(docs/results.md). Produced by `OMP_NUM_THREADS=1 '
-                 'python bench/photo_benchmark.py --config bench/photo/benchmark.yml --data datasets/photos '
-                 f'--iters 4800{" --methods " + methods if methods else ""} --out bench/results/photo_x4_4800 '
-                 '--skip-done`:\n\n'
-                 f'{converged}\n')
-    return text
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,9 +9,9 @@ import yaml
 
 from kdsr_plugins.core.option_checks import check_option_file
 from kdsr_plugins.demo import config
-from kdsr_plugins.demo.__main__ import stored_benchmark
 from kdsr_plugins.demo.pipeline import ensure_teachers, format_table
 from kdsr_plugins.demo.runs import RUNS
+from kdsr_plugins.demo.stored import reading, stored_benchmark
 
 
 def test_teachers_student_and_taps_match_the_benchmark():
@@ -73,6 +73,32 @@ def test_stored_benchmark_prints_the_table_and_its_command(tmp_path, monkeypatch
         'scratch': {'seeds': [0]}, 'kd': {'seeds': [0]}, 'mtkd': {'skipped': 'needs 2 teachers'},
         'kd (swept)': {'seeds': [0]}}}))
     assert '--iters 4800 --methods scratch,kd --out' in stored_benchmark()  # the rows the stored table holds
+
+
+def _row(*deltas: float, p: float | None) -> dict:
+    mean = sum(deltas) / len(deltas)
+    return {'seeds': list(range(len(deltas))), 'delta_vs_scratch': {'raw': {
+        'deltas': list(deltas), 'mean': mean, 'std': None if len(deltas) < 2 else 0.01, 'n': len(deltas), 'p': p}}}
+
+
+def test_reading_sorts_rows_by_sign_on_every_seed_and_p_value():
+    summary = {'rows': {
+        'scratch': {'seeds': [0, 1, 2], 'delta_vs_scratch': None},
+        'kd': _row(0.05, 0.06, 0.07, p=0.004),
+        'at': _row(0.3, 0.2, 0.4, p=0.2),            # every seed positive, but p >= 0.05
+        'fitnet': _row(-0.2, -0.3, -0.25, p=0.01),
+        'rkd': _row(0.1, -0.1, 0.05, p=0.01),         # mixed signs: never called better
+        'dukd': _row(0.04, p=None),
+        'mtkd': {'skipped': 'needs 2 teachers'}}}
+    text = reading(summary)
+    better, rest = text.split('worse on every seed: ')
+    assert 'kd +0.060 dB (3 seeds, p = 0.004)' in better and 'at +' not in better
+    worse, rest = rest.split('not distinguishable')
+    assert 'fitnet -0.250 dB' in worse and 'rkd ' not in worse
+    unclear, single = rest.split('one seed so far: ')
+    assert 'at +0.300 dB' in unclear and 'rkd +0.017 dB' in unclear
+    assert 'dukd +0.040 dB (1 seed)' in single and 'mtkd' not in text and 'scratch +' not in text
+    assert reading({'rows': {'scratch': {'seeds': [0]}}}) == ''
 
 
 def test_the_stored_tables_the_demo_prints_are_committed():
