@@ -197,18 +197,21 @@ def figures(bm: Benchmark, drv: Driver, summary: dict, out: str) -> dict[str, st
             return logs[name].curves.get(val, {}).get('psnr', {})
         return {int(it): v for it, v in drv.results.get(name, {}).get('val_curve', {}).items()}
 
-    curves, missing = {}, []
+    by_seed, missing = {}, []
     for label in summary['rows']:
         m = label.split(' ')[0]
         suffix = '_swept' if label.endswith('(swept)') else ''
-        if runs := [c for s in bm.seeds if (c := curve(f'{m}{suffix}_s{s}'))]:
-            curves[label] = runs
+        if runs := {s: c for s in bm.seeds if (c := curve(f'{m}{suffix}_s{s}'))}:
+            by_seed[label] = runs
         elif 'skipped' not in summary['rows'][label]:
             missing.append(label)
-    title = f'{run_label(bm)}: validation PSNR (mean ± std over seeds)'
-    if missing:
-        title += f'\nno stored curve (trained before curves were kept): {", ".join(missing)}'
-    written = {'curves': report.plot_curves(curves, osp.join(out, 'psnr_curves.png'), title)}
+    lacking = f'\nno stored curve (trained before curves were kept): {", ".join(missing)}' if missing else ''
+    curves = {label: list(runs.values()) for label, runs in by_seed.items()}
+    written = {'curves': report.plot_curves(curves, osp.join(out, 'psnr_curves.png'),
+                                            f'{run_label(bm)}: validation PSNR (mean ± std over seeds){lacking}')}
+    delta_title = f'{run_label(bm)}: validation PSNR minus scratch, paired by seed (mean ± std){lacking}'
+    if delta := report.plot_delta_curves(by_seed, 'scratch', osp.join(out, 'psnr_delta_curves.png'), delta_title):
+        written['delta_curves'] = delta
     pair = drv.grid_pair
     seed = bm.seeds[0]
     t = bm.teachers[0].name

@@ -154,6 +154,56 @@ def plot_curves(curves: dict[str, list[dict[int, float]]], path: str, title: str
     return path
 
 
+def paired_curve_deltas(by_seed: dict[str, dict[int, dict[int, float]]], base: str
+                        ) -> dict[str, tuple[list[int], list[float], list[float | None]]]:
+    """Per row (``base`` left out): the validation curve minus ``base``'s curve of the same seed, at the
+    iterations every paired seed has; ``(iterations, mean over seeds, sample std or None)``."""
+    out = {}
+    for label, runs in by_seed.items():
+        seeds = sorted(set(runs) & set(by_seed.get(base, {})))
+        if label == base or not seeds:
+            continue
+        diffs = [{i: runs[s][i] - by_seed[base][s][i] for i in set(runs[s]) & set(by_seed[base][s])} for s in seeds]
+        iters = sorted(set.intersection(*(set(d) for d in diffs)))
+        if iters:
+            stats = [mean_std([d[i] for d in diffs]) for i in iters]
+            out[label] = (iters, [m for m, _ in stats], [sd for _, sd in stats])
+    return out
+
+
+def plot_delta_curves(by_seed: dict[str, dict[int, dict[int, float]]], base: str, path: str, title: str) -> str | None:
+    """Validation PSNR minus ``base``'s of the same seed against iteration (mean, ±1 std band). The y-axis
+    spans the points after the first 20 % of training, where the differences that last are visible."""
+    deltas = paired_curve_deltas(by_seed, base)
+    if not deltas:
+        return None
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    last = max(i for iters, _, _ in deltas.values() for i in iters)
+    late = [m for iters, means, _ in deltas.values() for i, m in zip(iters, means) if i >= 0.2 * last]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for label, (iters, means, stds) in deltas.items():
+        ax.plot(iters, means, label=label, marker='.' if len(iters) < 30 else None)
+        if any(sd is not None for sd in stds):
+            ax.fill_between(iters, [m - (sd or 0) for m, sd in zip(means, stds)],
+                            [m + (sd or 0) for m, sd in zip(means, stds)], alpha=0.15)
+    ax.axhline(0.0, color='black', linewidth=0.8)
+    if late:
+        pad = 0.1 * (max(late) - min(late)) or 0.05
+        ax.set_ylim(min(min(late), 0.0) - pad, max(max(late), 0.0) + pad)
+    ax.set_xlabel('iteration')
+    ax.set_ylabel(f'validation PSNR minus {base} (same seed, dB)')
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def picture_grid(tiles: list[tuple[str, str]], hr_path: str, lr_path: str, scale: int, path: str, title: str,
                  crop_size: int = 96) -> str:
     """PNG crops of one test image: HR, bicubic, then ``tiles`` (``(label, image file)``)."""

@@ -20,7 +20,7 @@ from kdsr_testutils import ROOT, edsr, save_random_net
 BENCH = osp.join(ROOT, 'bench')
 sys.path.insert(0, BENCH)
 
-from photo_bench import stats  # noqa: E402
+from photo_bench import report, stats  # noqa: E402
 
 SCALE = 4
 
@@ -105,6 +105,18 @@ def test_paired_delta_without_variance_or_pairs_has_no_p_value():
     one = stats.paired_delta({0: 30.2}, {0: 30.0, 1: 30.1})
     assert one['n'] == 1 and one['std'] is None and one['p'] is None
     assert stats.paired_delta({}, {0: 1.0})['mean'] is None
+
+
+def test_paired_curve_deltas_subtract_the_same_seed_at_shared_iterations():
+    base = {0: {10: 30.0, 20: 31.0}, 1: {10: 29.0, 20: 31.5, 30: 32.0}}
+    kd = {0: {10: 30.5, 20: 31.25}, 1: {10: 29.1, 20: 31.75, 30: 32.1}, 2: {10: 50.0, 20: 50.0}}
+    out = report.paired_curve_deltas({'scratch': base, 'kd': kd, 'solo': {5: {10: 1.0}}}, 'scratch')
+    assert set(out) == {'kd'}  # no seed of 'solo' is paired; the base has no row of its own
+    iters, means, stds = out['kd']
+    assert iters == [10, 20]  # 30 only on seed 1; seed 2 has no scratch run
+    assert means == pytest.approx([0.3, 0.25]) and stds == pytest.approx([(0.08 ** 0.5), 0.0], abs=1e-12)
+    one = report.paired_curve_deltas({'scratch': base, 'at': {1: {20: 31.0}}}, 'scratch')
+    assert one['at'] == ([20], [pytest.approx(-0.5)], [None])
 
 
 def test_last_fraction_gain_starts_at_the_latest_point_before_80_percent():
@@ -369,7 +381,8 @@ def test_benchmark_end_to_end_then_skip_done(tmp_path):
     table = (out / 'table.md').read_text()
     assert '| mtkd | skipped: MTKD needs >= 2 teachers' in table and '| Teacher t0 |' in table
     assert summary["title"].startswith(f"{summary['benchmark']} ({osp.basename(cfg)}): ")  # variants tell apart
-    for f in ('psnr_curves.png', 'grid.png', 'students/scratch_seed0.pth', 'students/kd_seed1.pth'):
+    for f in ('psnr_curves.png', 'psnr_delta_curves.png', 'grid.png', 'students/scratch_seed0.pth',
+              'students/kd_seed1.pth'):
         assert (out / f).is_file(), f
     card = json.loads((out / 'students' / 'students.json').read_text())
     assert card['network_g'] == edsr(4, 1, SCALE) and card['students']['kd_seed1.pth'] == {
