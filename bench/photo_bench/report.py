@@ -140,9 +140,10 @@ def plot_curves(curves: dict[str, list[dict[int, float]]], path: str, title: str
             continue
         stats = [mean_std([c[i] for c in runs]) for i in iters]
         means = [m for m, _ in stats]
-        ax.plot(iters, means, label=label, marker='.' if len(iters) < 30 else None)
+        line, = ax.plot(iters, means, label=label, marker='.' if len(iters) < 30 else None)
         if len(runs) > 1:
-            ax.fill_between(iters, [m - (s or 0) for m, s in stats], [m + (s or 0) for m, s in stats], alpha=0.15)
+            ax.fill_between(iters, [m - (s or 0) for m, s in stats], [m + (s or 0) for m, s in stats],
+                            color=line.get_color(), alpha=0.15)
     ax.set_xlabel('iteration')
     ax.set_ylabel('validation PSNR (Y, dB)')
     ax.set_title(title, fontsize=9)
@@ -185,10 +186,10 @@ def plot_delta_curves(by_seed: dict[str, dict[int, dict[int, float]]], base: str
     late = [m for iters, means, _ in deltas.values() for i, m in zip(iters, means) if i >= 0.2 * last]
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for label, (iters, means, stds) in deltas.items():
-        ax.plot(iters, means, label=label, marker='.' if len(iters) < 30 else None)
+        line, = ax.plot(iters, means, label=label, marker='.' if len(iters) < 30 else None)
         if any(sd is not None for sd in stds):
             ax.fill_between(iters, [m - (sd or 0) for m, sd in zip(means, stds)],
-                            [m + (sd or 0) for m, sd in zip(means, stds)], alpha=0.15)
+                            [m + (sd or 0) for m, sd in zip(means, stds)], color=line.get_color(), alpha=0.15)
     ax.axhline(0.0, color='black', linewidth=0.8)
     if late:
         pad = 0.1 * (max(late) - min(late)) or 0.05
