@@ -1,8 +1,8 @@
 """The main job: ``python -m kdsr_plugins.demo``.
 
 1. builds the offline demo dataset (scikit-image images, x4 LMDBs) under ``datasets/demo``;
-2. takes the shipped teachers (the real-photo EDSR f48b16 of ``bench/teachers/``; MTKD's second
-   teacher, the demo RCAN, is trained if missing);
+2. takes the shipped real-photo teachers of ``bench/teachers/`` (EDSR f48b16; MTKD's second teacher,
+   RCAN f48g4b4); a missing one stops the demo with a clear message (they are never trained here);
 3. trains the benchmark's student from scratch and with each KD method for the same iterations and
    seed, through ``python -m kdsr_plugins.train`` (bf16 + channels-last on a CPU with native bf16);
 4. evaluates every student and the teachers with ``python -m kdsr_plugins.test``;
@@ -26,8 +26,8 @@ from kdsr_plugins.demo.pipeline import count_params, ensure_teachers, evaluate, 
 from kdsr_plugins.demo.runs import RUNS, runs_by_key
 from kdsr_plugins.demo.stored import stored_benchmark
 
-#: The photo benchmark's single-teacher rows. MTKD (mtkd1,mtkd2) is left out by default: its second teacher
-#: here is the small demo RCAN, and its aggregator needs far more iterations than a demo run has.
+#: The photo benchmark's single-teacher rows. MTKD (mtkd1,mtkd2) is left out by default: its aggregator
+#: needs far more iterations than a demo run has (docs/results.md).
 DEFAULT_METHODS = ('scratch', 'kd', 'fitnet', 'at', 'fakd', 'rkd', 'dukd', 'mipkd')
 #: Long enough for the students to separate beyond the first iterations, short enough for <= 10 min on 2 cores.
 DEFAULT_ITERS = 800
