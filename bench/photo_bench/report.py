@@ -127,25 +127,28 @@ def convergence(scratch: list[dict]) -> dict | None:
     return out
 
 
-def plot_curves(curves: dict[str, list[dict[int, float]]], path: str, title: str) -> str:
-    """Validation PSNR against iteration: mean over seeds per row, ±1 std band."""
+Series = dict[str, tuple[list[int], list[float], list[float | None]]]
+
+
+def _plot_series(series: Series, path: str, title: str, ylabel: str,
+                 ylim: tuple[float, float] | None = None, zero_line: bool = False) -> str:
+    """One line per row (mean) with a ±1 std band in the line's colour where there is a std."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for label, runs in curves.items():
-        iters = sorted(set.intersection(*(set(c) for c in runs))) if runs else []
-        if not iters:
-            continue
-        stats = [mean_std([c[i] for c in runs]) for i in iters]
-        means = [m for m, _ in stats]
+    for label, (iters, means, stds) in series.items():
         line, = ax.plot(iters, means, label=label, marker='.' if len(iters) < 30 else None)
-        if len(runs) > 1:
-            ax.fill_between(iters, [m - (s or 0) for m, s in stats], [m + (s or 0) for m, s in stats],
-                            color=line.get_color(), alpha=0.15)
+        if any(sd is not None for sd in stds):
+            ax.fill_between(iters, [m - (sd or 0) for m, sd in zip(means, stds)],
+                            [m + (sd or 0) for m, sd in zip(means, stds)], color=line.get_color(), alpha=0.15)
+    if zero_line:
+        ax.axhline(0.0, color='black', linewidth=0.8)
+    if ylim:
+        ax.set_ylim(*ylim)
     ax.set_xlabel('iteration')
-    ax.set_ylabel('validation PSNR (Y, dB)')
+    ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
@@ -155,8 +158,18 @@ def plot_curves(curves: dict[str, list[dict[int, float]]], path: str, title: str
     return path
 
 
-def paired_curve_deltas(by_seed: dict[str, dict[int, dict[int, float]]], base: str
-                        ) -> dict[str, tuple[list[int], list[float], list[float | None]]]:
+def plot_curves(curves: dict[str, list[dict[int, float]]], path: str, title: str) -> str:
+    """Validation PSNR against iteration: mean over seeds per row, ±1 std band."""
+    series: Series = {}
+    for label, runs in curves.items():
+        iters = sorted(set.intersection(*(set(c) for c in runs))) if runs else []
+        if iters:
+            stats = [mean_std([c[i] for c in runs]) for i in iters]
+            series[label] = (iters, [m for m, _ in stats], [sd if len(runs) > 1 else None for _, sd in stats])
+    return _plot_series(series, path, title, 'validation PSNR (Y, dB)')
+
+
+def paired_curve_deltas(by_seed: dict[str, dict[int, dict[int, float]]], base: str) -> Series:
     """Per row (``base`` left out): the validation curve minus ``base``'s curve of the same seed, at the
     iterations every paired seed has; ``(iterations, mean over seeds, sample std or None)``."""
     out = {}
@@ -178,31 +191,13 @@ def plot_delta_curves(by_seed: dict[str, dict[int, dict[int, float]]], base: str
     deltas = paired_curve_deltas(by_seed, base)
     if not deltas:
         return None
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-
     last = max(i for iters, _, _ in deltas.values() for i in iters)
     late = [m for iters, means, _ in deltas.values() for i, m in zip(iters, means) if i >= 0.2 * last]
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for label, (iters, means, stds) in deltas.items():
-        line, = ax.plot(iters, means, label=label, marker='.' if len(iters) < 30 else None)
-        if any(sd is not None for sd in stds):
-            ax.fill_between(iters, [m - (sd or 0) for m, sd in zip(means, stds)],
-                            [m + (sd or 0) for m, sd in zip(means, stds)], color=line.get_color(), alpha=0.15)
-    ax.axhline(0.0, color='black', linewidth=0.8)
+    ylim = None
     if late:
         pad = 0.1 * (max(late) - min(late)) or 0.05
-        ax.set_ylim(min(min(late), 0.0) - pad, max(max(late), 0.0) + pad)
-    ax.set_xlabel('iteration')
-    ax.set_ylabel(f'validation PSNR minus {base} (same seed, dB)')
-    ax.set_title(title, fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+        ylim = (min(min(late), 0.0) - pad, max(max(late), 0.0) + pad)
+    return _plot_series(deltas, path, title, f'validation PSNR minus {base} (same seed, dB)', ylim, zero_line=True)
 
 
 def picture_grid(tiles: list[tuple[str, str]], hr_path: str, lr_path: str, scale: int, path: str, title: str,
