@@ -60,20 +60,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def plan(bm: Benchmark, methods: list[str]) -> tuple[list[Run], dict[str, str]]:
     """Default-weight runs of every (method, seed) and the methods skipped with the reason."""
     runs, skipped = [], {}
-    agg = f'mtkd1_s{bm.seeds[0]}'
+    agg = bm.aggregator_run
     for m in methods:
         if m == 'mtkd':
             if len(bm.teachers) < 2:
                 skipped[m] = f'MTKD needs >= 2 teachers, the config lists {len(bm.teachers)}'
                 continue
-            runs.append(Run(agg, 'mtkd1', bm.seeds[0], bm.aggregator_iters))
+            runs.append(Run(agg, 'mtkd1', bm.aggregator_seed, bm.aggregator_iters))
         runs += [Run(f'{m}_s{s}', m, s, bm.iters, needs=[agg] if m == 'mtkd' else []) for s in bm.seeds]
     return runs, skipped
 
 
 def sweep_trials(bm: Benchmark, methods: list[str], skipped: dict[str, str]) -> list[Run]:
     """The sweep's trials; one whose options equal a default run's (but the name) reuses that run."""
-    agg = [f'mtkd1_s{bm.seeds[0]}']
+    agg = [bm.aggregator_run]
     trials = []
     for m in methods:
         if m in skipped or not bm.methods[m].get('sweep'):
@@ -130,7 +130,7 @@ def choose(bm: Benchmark, trials: list[Run], results: dict[str, dict]) -> dict[s
 
 
 def swept_runs(bm: Benchmark, sweep: dict[str, dict]) -> list[Run]:
-    agg = [f'mtkd1_s{bm.seeds[0]}']
+    agg = [bm.aggregator_run]
     return [Run(f'{m}_swept_s{seed}', m, seed, bm.iters, 'swept', s['chosen'], agg if m == 'mtkd' else [])
             for m, s in sweep.items() if 'chosen' in s and s['chosen'] != s['shipped'] for seed in bm.seeds]
 
@@ -161,7 +161,7 @@ def build_summary(bm: Benchmark, drv: Driver, methods: list[str], skipped: dict[
         rows[label] = row
     for m, why in skipped.items():
         rows[m] = {'skipped': why}
-    agg = res.get(f'mtkd1_s{bm.seeds[0]}', {}).get('test')
+    agg = res.get(bm.aggregator_run, {}).get('test')
     drv.teacher_outputs()
     seeds = ' '.join(map(str, bm.seeds))
     return {

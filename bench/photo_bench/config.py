@@ -62,6 +62,16 @@ class Benchmark:
     path: str = ''
     raw: dict = field(default_factory=dict)
 
+    @property
+    def aggregator_seed(self) -> int:
+        """The seed of MTKD's stage-1 aggregator: the config's first seed, whatever ``--seeds`` selects, so
+        stage-2 runs of any seed subset distil the same aggregator (a new seed must not retrain it)."""
+        return int(self.raw.get('seeds', [0])[0])
+
+    @property
+    def aggregator_run(self) -> str:
+        return f'mtkd1_s{self.aggregator_seed}'
+
 
 def _resolve(path: str, base: str) -> str:
     """A path from the config: absolute as given, else relative to the repository root, else to ``base``."""

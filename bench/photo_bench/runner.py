@@ -122,7 +122,7 @@ class Driver:
                            aggregator_ckpt=agg)
 
     def aggregator_name(self) -> str:
-        return f'mtkd1_s{self.bm.seeds[0]}'
+        return self.bm.aggregator_run
 
     def kept_aggregator(self) -> str:
         """Where the benchmark keeps the stage-1 aggregator (``<out>/aggregator/``; ``work/`` is not kept)."""

@@ -470,6 +470,22 @@ def test_stage_two_without_any_aggregator_checkpoint_is_a_clear_error(tmp_path):
         assert f.read() == b'weights'
 
 
+def test_a_seed_subset_reuses_the_aggregator_of_the_configs_first_seed(tmp_path):
+    import photo_benchmark
+    from photo_bench.config import load_benchmark
+    from photo_bench.runner import Driver
+
+    data = make_photo_set(str(tmp_path))
+    bm = load_benchmark(make_config(str(tmp_path), data, n_teachers=2, methods=('scratch', 'mtkd')))
+    assert bm.seeds[0] == 0
+    bm.seeds = [1]  # --seeds 1: completing one seed must not train a second aggregator (mtkd1_s1)
+    runs, _ = photo_benchmark.plan(bm, ['mtkd'])
+    assert [(r.name, r.seed, r.needs) for r in runs] == [('mtkd1_s0', 0, []), ('mtkd_s1', 1, ['mtkd1_s0'])]
+    driver = Driver(bm, str(tmp_path / 'out'), str(tmp_path / 'work'), skip_done=True, jobs=1)
+    assert driver.aggregator_name() == 'mtkd1_s0'
+    assert driver.options(runs[1], None)['aggregator']['pretrain'] == driver.ckpt('mtkd1_s0')
+
+
 @pytest.mark.slow
 @pytest.mark.subprocess
 def test_mtkd_stage_two_resumes_from_the_kept_aggregator_after_a_lost_work_folder(tmp_path):
