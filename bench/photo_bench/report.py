@@ -160,13 +160,17 @@ def _plot_series(series: Series, path: str, title: str, ylabel: str,
 
 def plot_curves(curves: dict[str, list[dict[int, float]]], path: str, title: str) -> str:
     """Validation PSNR against iteration: mean over seeds per row, ±1 std band."""
-    series: Series = {}
-    for label, runs in curves.items():
-        iters = sorted(set.intersection(*(set(c) for c in runs))) if runs else []
-        if iters:
-            stats = [mean_std([c[i] for c in runs]) for i in iters]
-            series[label] = (iters, [m for m, _ in stats], [sd if len(runs) > 1 else None for _, sd in stats])
+    series = {label: band for label, runs in curves.items() if (band := _mean_band(runs))}
     return _plot_series(series, path, title, 'validation PSNR (Y, dB)')
+
+
+def _mean_band(curves: list[dict[int, float]]) -> tuple[list[int], list[float], list[float | None]] | None:
+    """Mean and sample std (``None`` for one curve) over ``curves`` at the iterations all of them have."""
+    iters = sorted(set.intersection(*(set(c) for c in curves))) if curves else []
+    if not iters:
+        return None
+    stats = [mean_std([c[i] for c in curves]) for i in iters]
+    return iters, [m for m, _ in stats], [sd for _, sd in stats]
 
 
 def paired_curve_deltas(by_seed: dict[str, dict[int, dict[int, float]]], base: str) -> Series:
@@ -178,10 +182,8 @@ def paired_curve_deltas(by_seed: dict[str, dict[int, dict[int, float]]], base: s
         if label == base or not seeds:
             continue
         diffs = [{i: runs[s][i] - by_seed[base][s][i] for i in set(runs[s]) & set(by_seed[base][s])} for s in seeds]
-        iters = sorted(set.intersection(*(set(d) for d in diffs)))
-        if iters:
-            stats = [mean_std([d[i] for d in diffs]) for i in iters]
-            out[label] = (iters, [m for m, _ in stats], [sd for _, sd in stats])
+        if band := _mean_band(diffs):
+            out[label] = band
     return out
 
 
