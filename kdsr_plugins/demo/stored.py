@@ -70,6 +70,18 @@ def reading(summary: dict) -> str:
             + '; '.join(parts) + '.\n')
 
 
+def reproducing_command(folder: str, summary: dict, iters_arg: str = '') -> str:
+    """The benchmark command that rebuilds the table of ``folder``: the config, iterations, method rows
+    and sweep its ``summary.json`` records (``iters_arg`` and the default config without one)."""
+    bench_config = summary.get('config') or 'bench/photo/benchmark.yml'
+    iters = f' --iters {summary["iters"]}' if summary.get('iters') else iters_arg
+    methods = stored_methods(summary)
+    return (f'OMP_NUM_THREADS=1 python bench/photo_benchmark.py --config {bench_config} '
+            f'--data datasets/photos{iters}{" --methods " + ",".join(methods) if methods else ""} '
+            f'--out {osp.relpath(folder, config.REPO)} --jobs 2 --skip-done'
+            f'{" --sweep" if summary.get("sweep") else ""}')
+
+
 def stored_table(table: str, heading: str, intro: str, iters_arg: str = '') -> str:
     """One stored table under ``heading`` with its command and reading; ``''`` when it is not there."""
     if not osp.isfile(table):
@@ -78,11 +90,7 @@ def stored_table(table: str, heading: str, intro: str, iters_arg: str = '') -> s
     with open(table, encoding='utf-8') as f:
         text = f.read().strip()
     summary = read_summary(folder)
-    methods = stored_methods(summary)
-    command = ('OMP_NUM_THREADS=1 python bench/photo_benchmark.py --config bench/photo/benchmark.yml '
-               f'--data datasets/photos{iters_arg}{" --methods " + ",".join(methods) if methods else ""} '
-               f'--out {osp.relpath(folder, config.REPO)} --jobs 2 --skip-done'
-               f'{" --sweep" if summary.get("sweep") else ""}')
+    command = reproducing_command(folder, summary, iters_arg)
     return f'\n## {heading}\n\n{intro} Produced by `{command}` (docs/results.md says what it means):\n\n{text}\n\n' \
         + reading(summary)
 

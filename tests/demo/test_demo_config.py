@@ -73,6 +73,12 @@ def test_stored_benchmark_prints_the_table_and_its_command(tmp_path, monkeypatch
         'scratch': {'seeds': [0]}, 'kd': {'seeds': [0]}, 'mtkd': {'skipped': 'needs 2 teachers'},
         'kd (swept)': {'seeds': [0]}}}))
     assert '--iters 4800 --methods scratch,kd --out' in stored_benchmark()  # the rows the stored table holds
+    (tmp_path / 'summary.json').write_text(json.dumps({
+        'config': 'bench/photo/why_long_at1.yml', 'iters': 2400, 'sweep': {'kd': {}},
+        'rows': {'scratch': {'seeds': [0]}, 'at': {'seeds': [0]}}}))
+    text = stored_benchmark()  # the config and iterations the summary records, not the defaults
+    assert '--config bench/photo/why_long_at1.yml --data datasets/photos --iters 2400 --methods scratch,at' in text
+    assert '--iters 4800' not in text and '--skip-done --sweep' in text
 
 
 def _row(*deltas: float, p: float | None) -> dict:
