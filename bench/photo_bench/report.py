@@ -84,7 +84,21 @@ def markdown(summary: dict) -> str:
                               + [f'{w}: not run yet' for w in s.get('pending', [])])
             chosen = f'{s["chosen"]:g}' if 'chosen' in s else '-'
             lines.append(f'| {m} | `{s["key"]}` | {tried} | {chosen} |')
+        lines += ['', sweep_text(summary)]
     return '\n'.join(lines) + '\n'
+
+
+def sweep_text(summary: dict) -> str:
+    """How the sweep's trials ran and which chosen weights have no swept row yet."""
+    sweep = summary['sweep']
+    trial = next(iter(sweep.values()))
+    text = (f'Each trial: {trial["iters"]} iterations, seed {trial["seed"]}, scored on the validation split; '
+            f'a swept row trains the chosen weight like the default rows ({summary["iters"]} iterations, '
+            f'the same seeds).')
+    missing = [m for m, s in sweep.items() if 'chosen' in s and f'{m} (swept)' not in summary['rows']]
+    if missing:
+        text += f' Swept rows not run yet: {", ".join(missing)}.'
+    return text
 
 
 def convergence_text(conv: dict | None) -> str:

@@ -451,6 +451,19 @@ def test_unfinished_sweep_reports_pending_trials_and_chooses_nothing(tmp_path):
     assert photo_benchmark.swept_runs(bm, sweep) == []  # the shipped weight won: the default rows serve
 
 
+def test_sweep_note_gives_the_trial_budget_and_the_swept_rows_not_run_yet():
+    from photo_bench.report import sweep_text
+
+    trial = {'iters': 1200, 'seed': 0, 'key': 'k', 'val_psnr': {'1': 30.0, '3': 30.1}}
+    summary = {'iters': 4800, 'rows': {'kd': {}, 'kd (swept)': {}, 'fitnet': {}, 'mipkd (swept)': {}},
+               'sweep': {'kd': {**trial, 'chosen': 3.0}, 'fitnet': {**trial, 'chosen': 1.0},
+                         'mipkd': {**trial, 'chosen': 1.0}, 'at': {**trial, 'pending': ['3']}}}
+    text = sweep_text(summary)
+    assert text.startswith('Each trial: 1200 iterations, seed 0,') and '(4800 iterations, the same seeds)' in text
+    assert text.endswith('Swept rows not run yet: fitnet.')  # at chose nothing yet; kd and mipkd have rows
+    assert sweep_text({**summary, 'rows': {**summary['rows'], 'fitnet (swept)': {}}}).endswith('the same seeds).')
+
+
 # --------------------------------------------------------------------------------------- MTKD aggregator
 def test_stage_two_without_any_aggregator_checkpoint_is_a_clear_error(tmp_path):
     from photo_bench.config import load_benchmark
