@@ -37,7 +37,17 @@ import kdsr_plugins  # noqa: E402,F401  (top level: registers the plugin)
 
 import torch  # noqa: E402
 from photo_bench import report, scoring  # noqa: E402
-from photo_bench.config import METHODS, REPO, Benchmark, load_benchmark, read_yaml, run_options  # noqa: E402
+from photo_bench.config import (  # noqa: E402
+    METHODS,
+    REPO,
+    Benchmark,
+    load_benchmark,
+    parse_row_label,
+    read_yaml,
+    row_label,
+    run_name,
+    run_options,
+)
 from photo_bench.runner import Driver, Run  # noqa: E402
 
 
@@ -67,7 +77,7 @@ def plan(bm: Benchmark, methods: list[str]) -> tuple[list[Run], dict[str, str]]:
                 skipped[m] = f'MTKD needs >= 2 teachers, the config lists {len(bm.teachers)}'
                 continue
             runs.append(Run(agg, 'mtkd1', bm.aggregator_seed, bm.aggregator_iters))
-        runs += [Run(f'{m}_s{s}', m, s, bm.iters, needs=[agg] if m == 'mtkd' else []) for s in bm.seeds]
+        runs += [Run(run_name(m, s), m, s, bm.iters, needs=[agg] if m == 'mtkd' else []) for s in bm.seeds]
     return runs, skipped
 
 
@@ -81,7 +91,7 @@ def sweep_trials(bm: Benchmark, methods: list[str], skipped: dict[str, str]) -> 
         for w in bm.methods[m]['sweep']['values']:
             run = Run(f'sweep_{m}_w{w:g}_s{bm.sweep_seed}', m, bm.sweep_seed, bm.sweep_iters, 'sweep', float(w),
                       list(agg) if m == 'mtkd' else [])
-            default = f'{m}_s{bm.sweep_seed}'
+            default = run_name(m, bm.sweep_seed)
             if bm.sweep_seed in bm.seeds and same_training(bm, run, Run(default, m, bm.sweep_seed, bm.iters)):
                 run.reuse = default
                 run.needs.append(default)
@@ -131,7 +141,7 @@ def choose(bm: Benchmark, trials: list[Run], results: dict[str, dict]) -> dict[s
 
 def swept_runs(bm: Benchmark, sweep: dict[str, dict]) -> list[Run]:
     agg = [bm.aggregator_run]
-    return [Run(f'{m}_swept_s{seed}', m, seed, bm.iters, 'swept', s['chosen'], agg if m == 'mtkd' else [])
+    return [Run(run_name(m, seed, swept=True), m, seed, bm.iters, 'swept', s['chosen'], agg if m == 'mtkd' else [])
             for m, s in sweep.items() if 'chosen' in s and s['chosen'] != s['shipped'] for seed in bm.seeds]
 
 
@@ -142,18 +152,18 @@ def build_summary(bm: Benchmark, drv: Driver, methods: list[str], skipped: dict[
     for m in methods:
         if m in skipped:
             continue
-        by_row[m] = [res[f'{m}_s{s}'] for s in bm.seeds if f'{m}_s{s}' in res]
+        by_row[m] = [res[n] for s in bm.seeds if (n := run_name(m, s)) in res]
     for m, s in sweep.items():
         if 'chosen' not in s:
             continue
-        names = [f'{m}_swept_s{seed}' if s['chosen'] != s['shipped'] else f'{m}_s{seed}' for seed in bm.seeds]
-        by_row[f'{m} (swept)'] = [res[n] for n in names if n in res]
+        names = [run_name(m, seed, swept=s['chosen'] != s['shipped']) for seed in bm.seeds]
+        by_row[row_label(m, swept=True)] = [res[n] for n in names if n in res]
     rows: dict[str, dict] = {}
     for label, results in by_row.items():
         if not results:
             continue
         row = report.row_summary(results)
-        m = label.split(' ')[0]
+        m = parse_row_label(label)[0]
         if row['weight'] is None and bm.methods[m].get('sweep'):
             row['weight'] = default_weight(bm, m)
         row['delta_vs_scratch'] = report.deltas(results, by_row.get('scratch')) if label != 'scratch' else None
@@ -199,9 +209,8 @@ def figures(bm: Benchmark, drv: Driver, summary: dict, out: str) -> dict[str, st
 
     by_seed, missing = {}, []
     for label in summary['rows']:
-        m = label.split(' ')[0]
-        suffix = '_swept' if label.endswith('(swept)') else ''
-        if runs := {s: c for s in bm.seeds if (c := curve(f'{m}{suffix}_s{s}'))}:
+        m, swept = parse_row_label(label)
+        if runs := {s: c for s in bm.seeds if (c := curve(run_name(m, s, swept)))}:
             by_seed[label] = runs
         elif 'skipped' not in summary['rows'][label]:
             missing.append(label)
@@ -219,8 +228,8 @@ def figures(bm: Benchmark, drv: Driver, summary: dict, out: str) -> dict[str, st
     for label, row in summary['rows'].items():
         if 'skipped' in row:
             continue
-        m, swept = label.split(' ')[0], label.endswith('(swept)')
-        tiles.append((f'{label} s{seed}', drv.grid_tile(f'{m}{"_swept" if swept else ""}_s{seed}', m, seed,
+        m, swept = parse_row_label(label)
+        tiles.append((f'{label} s{seed}', drv.grid_tile(run_name(m, seed, swept), m, seed,
                                                         'swept' if swept else 'default')))
     written['grid'] = report.picture_grid(tiles, pair.hr, pair.lr, bm.scale, osp.join(out, 'grid.png'),
                                           f'{pair.name} (test), raw weights, seed {seed}')

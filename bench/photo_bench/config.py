@@ -22,6 +22,26 @@ from kdsr_plugins.data_prep.div2k import div2k_output_paths
 METHODS = ('scratch', 'kd', 'fitnet', 'at', 'fakd', 'rkd', 'dukd', 'mipkd', 'mipkd_lite', 'mtkd')
 #: Methods whose loss only needs the teacher's (or aggregator's) output: the teacher-output cache serves them.
 OUTPUT_ONLY = ('kd', 'mtkd')
+#: Suffix of a table row trained at the sweep's chosen loss weight (``kd (swept)``).
+SWEPT_ROW = ' (swept)'
+
+
+def run_name(method: str, seed: int, swept: bool = False) -> str:
+    """Experiment name of a benchmark run: ``<method>_s<seed>`` or ``<method>_swept_s<seed>``."""
+    return f'{method}{"_swept" if swept else ""}_s{seed}'
+
+
+def row_label(method: str, swept: bool = False) -> str:
+    """Table row of a method: its key, or ``<method> (swept)``."""
+    return method + (SWEPT_ROW if swept else '')
+
+
+def parse_row_label(label: str) -> tuple[str, bool]:
+    """``(method, swept)`` of a table row label (inverse of :func:`row_label`)."""
+    swept = label.endswith(SWEPT_ROW)
+    return (label[:-len(SWEPT_ROW)] if swept else label), swept
+
+
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 

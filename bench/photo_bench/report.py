@@ -6,6 +6,7 @@ import os.path as osp
 
 import cv2
 
+from photo_bench.config import row_label
 from photo_bench.stats import mean_std, paired_delta
 
 KEYS = {'raw': 'params', 'ema': 'params_ema'}
@@ -95,7 +96,7 @@ def sweep_text(summary: dict) -> str:
     text = (f'Each trial: {trial["iters"]} iterations, seed {trial["seed"]}, scored on the validation split; '
             f'a swept row trains the chosen weight like the default rows ({summary["iters"]} iterations, '
             f'the same seeds).')
-    missing = [m for m, s in sweep.items() if 'chosen' in s and f'{m} (swept)' not in summary['rows']]
+    missing = [m for m, s in sweep.items() if 'chosen' in s and row_label(m, swept=True) not in summary['rows']]
     if missing:
         text += f' Swept rows not run yet: {", ".join(missing)}.'
     return text

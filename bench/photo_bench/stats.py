@@ -1,18 +1,15 @@
 """Paired per-seed statistics and the convergence figure of the benchmark (docs/results.md, "Columns")."""
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
+
+from kdsr_plugins.report.summary import mean_std as summary_mean_std
 
 
 def mean_std(values: list[float]) -> tuple[float | None, float | None]:
-    """Mean and sample standard deviation (``ddof`` 1; ``None`` below two values)."""
-    if not values:
-        return None, None
-    mean = sum(values) / len(values)
-    if len(values) < 2:
-        return mean, None
-    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+    """Mean and sample standard deviation (``ddof`` 1; ``None`` below two values, both ``None`` for none:
+    the summary is JSON, which has no NaN)."""
+    return summary_mean_std(values) if values else (None, None)
 
 
 def paired_delta(method: Mapping[int, float], base: Mapping[int, float]) -> dict:

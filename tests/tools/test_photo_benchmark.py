@@ -464,6 +464,14 @@ def test_sweep_note_gives_the_trial_budget_and_the_swept_rows_not_run_yet():
     assert sweep_text({**summary, 'rows': {**summary['rows'], 'fitnet (swept)': {}}}).endswith('the same seeds).')
 
 
+
+def test_row_labels_and_run_names_name_the_swept_runs():
+    from photo_bench.config import parse_row_label, row_label, run_name
+
+    assert (row_label('kd'), row_label('kd', swept=True)) == ('kd', 'kd (swept)')
+    assert parse_row_label('mipkd_lite (swept)') == ('mipkd_lite', True) and parse_row_label('kd') == ('kd', False)
+    assert (run_name('kd', 2), run_name('kd', 2, swept=True)) == ('kd_s2', 'kd_swept_s2')
+
 # --------------------------------------------------------------------------------------- MTKD aggregator
 def test_stage_two_without_any_aggregator_checkpoint_is_a_clear_error(tmp_path):
     from photo_bench.config import load_benchmark
