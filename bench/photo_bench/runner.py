@@ -160,9 +160,10 @@ class Driver:
         if run.method == 'mtkd':
             self.restore_aggregator()
         args = ('--auto_resume',) if self.skip_done else ()
+        earlier_s = self.earlier_train_s(run)
         print(f'[bench] {run.name}: training {run.iters} iterations ({opt["model_type"]}) ...', flush=True)
-        train_s = run_entry_point('kdsr_plugins.train', yml, self.work, osp.join(self.work, 'logs', f'{run.name}.log'),
-                                  args)
+        train_s = earlier_s + run_entry_point('kdsr_plugins.train', yml, self.work,
+                                              osp.join(self.work, 'logs', f'{run.name}.log'), args)
         with self._lock:
             self.trained.append(run.name)
         curve = self.val_curve(run, opt)
@@ -170,6 +171,17 @@ class Driver:
                'val_curve': {str(it): v for it, v in curve.items()}}
         res.update(self.score_run(run, opt, curve))
         return self.store(res)
+
+    def earlier_train_s(self, run: Run) -> float:
+        """Seconds earlier processes of ``run`` trained when ``--auto_resume`` will resume it (a saved
+        training state), so that ``train_s`` of a resumed run counts all of its training."""
+        from kdsr_plugins.report.logs import train_span_s
+
+        folder = osp.join(self.work, 'experiments', run.name)
+        states = osp.join(folder, 'training_states')
+        if not self.skip_done or not osp.isdir(states) or not any(f.endswith('.state') for f in os.listdir(states)):
+            return 0.0
+        return train_span_s(folder)
 
     @staticmethod
     def result_head(run: Run, opt: dict, yml: str, digest: str, train_s: float, cached: bool) -> dict:

@@ -20,6 +20,7 @@ import math
 import os.path as osp
 import re
 from dataclasses import dataclass, field
+from datetime import datetime
 
 _RECORD = re.compile(r'^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2},\d{3} [A-Z]+: ')
 _VALIDATION = re.compile(r'INFO: Validation (?P<dataset>.+?)\s*$')
@@ -176,6 +177,21 @@ def read_experiment(folder: str) -> TrainLog | None:
         with open(path, encoding='utf-8', errors='replace') as f:
             parse_train_log(f.read(), log)
     return log
+
+
+def train_span_s(folder: str) -> float:
+    """Seconds the processes of one experiment folder ``.../<name>`` ran: the sum over its
+    ``train_<name>_*.log`` files of the time from the first to the last time-stamped record
+    (an interrupted run resumed with ``--auto_resume`` writes one log per process)."""
+    name = osp.basename(osp.normpath(folder))
+    total = 0.0
+    for path in _logs(folder, f'train_{glob.escape(name)}_*.log'):
+        with open(path, encoding='utf-8', errors='replace') as f:
+            stamps = [line[:23] for line in f if _RECORD.match(line)]
+        if len(stamps) > 1:
+            first, last = (datetime.strptime(t, '%Y-%m-%d %H:%M:%S,%f') for t in (stamps[0], stamps[-1]))
+            total += (last - first).total_seconds()
+    return total
 
 
 def read_experiments(root: str) -> dict[str, TrainLog]:

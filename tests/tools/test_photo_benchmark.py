@@ -472,6 +472,28 @@ def test_row_labels_and_run_names_name_the_swept_runs():
     assert parse_row_label('mipkd_lite (swept)') == ('mipkd_lite', True) and parse_row_label('kd') == ('kd', False)
     assert (run_name('kd', 2), run_name('kd', 2, swept=True)) == ('kd_s2', 'kd_swept_s2')
 
+
+def test_a_resumed_run_counts_the_training_time_of_its_earlier_processes(tmp_path):
+    from photo_bench.config import load_benchmark
+    from photo_bench.runner import Driver, Run
+
+    data = make_photo_set(str(tmp_path))
+    bm = load_benchmark(make_config(str(tmp_path), data, methods=('scratch', 'kd')))
+    driver = Driver(bm, str(tmp_path / 'out'), str(tmp_path / 'work'), skip_done=True, jobs=1)
+    run = Run('kd_s0', 'kd', 0, 100)
+    folder = tmp_path / 'work' / 'experiments' / 'kd_s0'
+    os.makedirs(folder / 'training_states')
+    (folder / 'train_kd_s0_20261207_100000.log').write_text(
+        '2026-12-07 10:00:00,000 INFO: start\n  total_iter: 100\n'
+        '2026-12-07 10:01:40,500 INFO: [kd_s0..][epoch:  0, iter:      50, lr:(1.0e-03,)]\n\t # psnr: 30.0\n')
+    (folder / 'train_kd_s0_20261207_110000.log').write_text(
+        '2026-12-07 11:00:00,000 INFO: resume\n2026-12-07 11:00:30,000 INFO: End of training.\n')
+    (folder / 'train_kd_s0_20261207_120000.log').write_text('2026-12-07 12:00:00,000 INFO: one record\n')
+    assert driver.earlier_train_s(run) == 0.0  # no training state: BasicSR starts afresh, the logs are archived
+    (folder / 'training_states' / '50.state').write_bytes(b'')
+    assert driver.earlier_train_s(run) == pytest.approx(130.5)
+    assert Driver(bm, str(tmp_path / 'out'), str(tmp_path / 'work'), skip_done=False, jobs=1).earlier_train_s(run) == 0
+
 # --------------------------------------------------------------------------------------- MTKD aggregator
 def test_stage_two_without_any_aggregator_checkpoint_is_a_clear_error(tmp_path):
     from photo_bench.config import load_benchmark
