@@ -196,6 +196,17 @@ def run_label(bm: Benchmark) -> str:
     return f'{bm.name} ({osp.basename(bm.path)})'
 
 
+def plotted_rows(summary: dict) -> list[str]:
+    """Rows with runs of their own: not skipped, and no swept row whose sweep kept the shipped weight
+    (its runs are the default row's)."""
+    sweep = summary.get('sweep') or {}
+
+    def own_runs(label: str) -> bool:
+        m, swept = parse_row_label(label)
+        return not swept or sweep.get(m, {}).get('chosen') != sweep.get(m, {}).get('shipped')
+    return [label for label, row in summary['rows'].items() if 'skipped' not in row and own_runs(label)]
+
+
 def figures(bm: Benchmark, drv: Driver, summary: dict, out: str) -> dict[str, str]:
     from kdsr_plugins.report.logs import read_experiments
 
@@ -208,11 +219,11 @@ def figures(bm: Benchmark, drv: Driver, summary: dict, out: str) -> dict[str, st
         return {int(it): v for it, v in drv.results.get(name, {}).get('val_curve', {}).items()}
 
     by_seed, missing = {}, []
-    for label in summary['rows']:
+    for label in plotted_rows(summary):
         m, swept = parse_row_label(label)
         if runs := {s: c for s in bm.seeds if (c := curve(run_name(m, s, swept)))}:
             by_seed[label] = runs
-        elif 'skipped' not in summary['rows'][label]:
+        else:
             missing.append(label)
     lacking = f'\nno stored curve (trained before curves were kept): {", ".join(missing)}' if missing else ''
     curves = {label: list(runs.values()) for label, runs in by_seed.items()}
@@ -225,9 +236,7 @@ def figures(bm: Benchmark, drv: Driver, summary: dict, out: str) -> dict[str, st
     seed = bm.seeds[0]
     t = bm.teachers[0].name
     tiles = [(f'teacher {t}', osp.join(drv.work, 'teacher_sr', t, f'{pair.name}.png'))]
-    for label, row in summary['rows'].items():
-        if 'skipped' in row:
-            continue
+    for label in plotted_rows(summary):
         m, swept = parse_row_label(label)
         tiles.append((f'{label} s{seed}', drv.grid_tile(run_name(m, seed, swept), m, seed,
                                                         'swept' if swept else 'default')))

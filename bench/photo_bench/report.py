@@ -6,7 +6,7 @@ import os.path as osp
 
 import cv2
 
-from photo_bench.config import row_label
+from photo_bench.config import parse_row_label, row_label
 from photo_bench.stats import mean_std, paired_delta
 
 KEYS = {'raw': 'params', 'ema': 'params_ema'}
@@ -147,14 +147,19 @@ Series = dict[str, tuple[list[int], list[float], list[float | None]]]
 
 def _plot_series(series: Series, path: str, title: str, ylabel: str,
                  ylim: tuple[float, float] | None = None, zero_line: bool = False) -> str:
-    """One line per row (mean) with a ±1 std band in the line's colour where there is a std."""
+    """One line per row (mean) with a ±1 std band in the line's colour where there is a std; one colour
+    per method, its swept row dashed."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
+    palette = plt.get_cmap('tab10').colors
+    methods = list(dict.fromkeys(parse_row_label(label)[0] for label in series))
     for label, (iters, means, stds) in series.items():
-        line, = ax.plot(iters, means, label=label, marker='.' if len(iters) < 30 else None)
+        method, swept = parse_row_label(label)  # a swept row: its method's colour, dashed
+        line, = ax.plot(iters, means, label=label, marker='.' if len(iters) < 30 else None,
+                        color=palette[methods.index(method) % len(palette)], linestyle='--' if swept else '-')
         if any(sd is not None for sd in stds):
             ax.fill_between(iters, [m - (sd or 0) for m, sd in zip(means, stds)],
                             [m + (sd or 0) for m, sd in zip(means, stds)], color=line.get_color(), alpha=0.15)

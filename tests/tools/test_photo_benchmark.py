@@ -494,6 +494,15 @@ def test_a_resumed_run_counts_the_training_time_of_its_earlier_processes(tmp_pat
     assert driver.earlier_train_s(run) == pytest.approx(130.5)
     assert Driver(bm, str(tmp_path / 'out'), str(tmp_path / 'work'), skip_done=False, jobs=1).earlier_train_s(run) == 0
 
+
+def test_figures_leave_out_skipped_rows_and_swept_rows_that_kept_the_shipped_weight():
+    import photo_benchmark
+
+    summary = {'rows': {'scratch': {}, 'kd': {}, 'mtkd': {'skipped': 'one teacher'}, 'kd (swept)': {},
+                        'mipkd': {}, 'mipkd (swept)': {}},
+               'sweep': {'kd': {'chosen': 3.0, 'shipped': 1.0}, 'mipkd': {'chosen': 1.0, 'shipped': 1.0}}}
+    assert photo_benchmark.plotted_rows(summary) == ['scratch', 'kd', 'kd (swept)', 'mipkd']
+
 # --------------------------------------------------------------------------------------- MTKD aggregator
 def test_stage_two_without_any_aggregator_checkpoint_is_a_clear_error(tmp_path):
     from photo_bench.config import load_benchmark
