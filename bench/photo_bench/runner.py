@@ -5,6 +5,7 @@ import hashlib
 import json
 import os
 import os.path as osp
+import re
 import shutil
 import subprocess
 import sys
@@ -20,6 +21,9 @@ from kdsr_plugins.demo.pipeline import read_test_metrics, run_entry_point, write
 from photo_bench import scoring
 from photo_bench.config import OUTPUT_ONLY, Benchmark, run_options
 from photo_bench.stats import last_fraction_gain
+
+#: How a run's options digest writes the benchmark's work folder (:meth:`Driver.options_text`).
+WORK = '<work>'
 
 
 @dataclass
@@ -76,14 +80,31 @@ class Driver:
                     out[f[:-5]] = json.load(fh)
         return out
 
-    def done(self, name: str, digest: str) -> dict | None:
-        """The stored result of a finished run with the same options (``--skip-done``), else ``None``."""
+    def options_text(self, opt: dict) -> str:
+        """A run's options as canonical JSON with this work folder written ``<work>`` (the MTKD aggregator
+        checkpoint and the teacher-output caches live there): the digest of a run does not depend on
+        where its work folder is, so a run JSON copied from another work folder is recognised."""
+        return re.sub(re.escape(json.dumps(self.work)[1:-1]) + r'(?=[/"])', WORK, json.dumps(opt, sort_keys=True))
+
+    def digest(self, opt: dict) -> str:
+        return hashlib.sha256(self.options_text(opt).encode()).hexdigest()
+
+    def done(self, name: str, opt: dict) -> dict | None:
+        """The stored result of a finished run with the same options (``--skip-done``), else ``None``.
+
+        A result written before digests named the work folder ``<work>`` holds the digest of its options
+        with the absolute work folder it ran in (its ``options`` file's folder): that one matches too.
+        """
         path = self.result_path(name)
         if not (self.skip_done and osp.isfile(path)):
             return None
         with open(path, encoding='utf-8') as f:
             res = json.load(f)
-        return res if res.get('options_sha256') == digest else None
+        text = self.options_text(opt)
+        digests = {hashlib.sha256(text.encode()).hexdigest()}
+        if ran_in := osp.dirname(osp.dirname(res.get('options') or '')):
+            digests.add(hashlib.sha256(text.replace(WORK, json.dumps(ran_in)[1:-1]).encode()).hexdigest())
+        return res if res.get('options_sha256') in digests else None
 
     def ckpt(self, name: str, it: int | None = None) -> str:
         file = 'net_g_latest.pth' if it is None else f'net_g_{it}.pth'
@@ -149,9 +170,8 @@ class Driver:
 
     def execute(self, run: Run, cache: str | None) -> dict:
         opt = self.options(run, cache)
-        text = json.dumps(opt, sort_keys=True)
-        digest = hashlib.sha256(text.encode()).hexdigest()
-        if (res := self.done(run.name, digest)) is not None:
+        digest = self.digest(opt)
+        if (res := self.done(run.name, opt)) is not None:
             print(f'[bench] {run.name}: done, kept', flush=True)
             return res
         yml = write_yaml(opt, osp.join(self.work, 'options', f'{run.name}.yml'))

@@ -503,6 +503,34 @@ def test_figures_leave_out_skipped_rows_and_swept_rows_that_kept_the_shipped_wei
                'sweep': {'kd': {'chosen': 3.0, 'shipped': 1.0}, 'mipkd': {'chosen': 1.0, 'shipped': 1.0}}}
     assert photo_benchmark.plotted_rows(summary) == ['scratch', 'kd', 'kd (swept)', 'mipkd']
 
+
+def test_a_run_json_from_another_work_folder_is_recognised_by_its_options(tmp_path):
+    import hashlib
+
+    from photo_bench.config import load_benchmark
+    from photo_bench.runner import Driver
+
+    data = make_photo_set(str(tmp_path))
+    bm = load_benchmark(make_config(str(tmp_path), data, methods=('scratch', 'kd')))
+    here, there = (Driver(bm, str(tmp_path / 'out'), str(tmp_path / w), skip_done=True, jobs=1) for w in ('w', 'w2'))
+
+    def opt(driver: Driver, weight: float = 1.0) -> dict:  # the work folder enters like MTKD's aggregator path
+        return {'aggregator': {'pretrain': f'{driver.work}/experiments/mtkd1_s0/models/net_g_latest.pth'},
+                'cache': driver.work, 'other': str(tmp_path / 'w_not_it' / 'x'), 'train': {'w': weight}}
+    assert here.digest(opt(here)) == there.digest(opt(there)) != here.digest(opt(here, 2.0))
+    assert f'{here.work}_not_it' in here.options_text(opt(here))  # a longer sibling path stays as it is
+
+    def store(driver: Driver, digest: str) -> None:
+        with open(here.result_path('kd_s0'), 'w', encoding='utf-8') as f:
+            json.dump({'options': f'{driver.work}/options/kd_s0.yml', 'options_sha256': digest}, f)
+    store(there, there.digest(opt(there)))  # a digest naming <work>
+    assert here.done('kd_s0', opt(here)) is not None
+    legacy = hashlib.sha256(json.dumps(opt(there), sort_keys=True).encode()).hexdigest()
+    store(there, legacy)  # written before digests named <work>: the absolute folder it ran in
+    assert here.done('kd_s0', opt(here)) is not None and here.done('kd_s0', opt(here, 2.0)) is None
+    store(here, legacy)  # the same digest said to come from this folder: other options
+    assert here.done('kd_s0', opt(here)) is None
+
 # --------------------------------------------------------------------------------------- MTKD aggregator
 def test_stage_two_without_any_aggregator_checkpoint_is_a_clear_error(tmp_path):
     from photo_bench.config import load_benchmark
