@@ -90,15 +90,21 @@ def markdown(summary: dict) -> str:
 
 
 def sweep_text(summary: dict) -> str:
-    """How the sweep's trials ran and which chosen weights have no swept row yet."""
+    """How the sweep's trials ran and which chosen weights have no swept row, or not every seed, yet."""
     sweep = summary['sweep']
     trial = next(iter(sweep.values()))
     text = (f'Each trial: {trial["iters"]} iterations, seed {trial["seed"]}, scored on the validation split; '
             f'a swept row trains the chosen weight like the default rows ({summary["iters"]} iterations, '
             f'the same seeds).')
-    missing = [m for m, s in sweep.items() if 'chosen' in s and row_label(m, swept=True) not in summary['rows']]
+    chosen = [m for m, s in sweep.items() if 'chosen' in s]
+    missing = [m for m in chosen if row_label(m, swept=True) not in summary['rows']]
     if missing:
         text += f' Swept rows not run yet: {", ".join(missing)}.'
+    seeds = summary.get('seeds') or []
+    partial = [f'{m} ({len(row["seeds"])} of {len(seeds)})' for m in chosen
+               if (row := summary['rows'].get(row_label(m, swept=True))) and len(row.get('seeds', [])) < len(seeds)]
+    if partial:
+        text += f' Swept rows with seeds still to run: {", ".join(partial)}.'
     return text
 
 

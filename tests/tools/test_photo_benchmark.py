@@ -462,6 +462,9 @@ def test_sweep_note_gives_the_trial_budget_and_the_swept_rows_not_run_yet():
     assert text.startswith('Each trial: 1200 iterations, seed 0,') and '(4800 iterations, the same seeds)' in text
     assert text.endswith('Swept rows not run yet: fitnet.')  # at chose nothing yet; kd and mipkd have rows
     assert sweep_text({**summary, 'rows': {**summary['rows'], 'fitnet (swept)': {}}}).endswith('the same seeds).')
+    partial = {**summary, 'seeds': [0, 1, 2], 'rows': {**summary['rows'], 'kd (swept)': {'seeds': [0, 1, 2]},
+                                                         'mipkd (swept)': {'seeds': [1]}}}
+    assert sweep_text(partial).endswith('not run yet: fitnet. Swept rows with seeds still to run: mipkd (1 of 3).')
 
 
 
