@@ -139,10 +139,16 @@ def choose(bm: Benchmark, trials: list[Run], results: dict[str, dict]) -> dict[s
     return out
 
 
+def has_swept_runs(s: dict) -> bool:
+    """Whether a method's sweep entry chose a weight other than the shipped one (its swept row trains runs of
+    its own; otherwise the default runs serve it)."""
+    return 'chosen' in s and s['chosen'] != s.get('shipped')
+
+
 def swept_runs(bm: Benchmark, sweep: dict[str, dict]) -> list[Run]:
     agg = [bm.aggregator_run]
     return [Run(run_name(m, seed, swept=True), m, seed, bm.iters, 'swept', s['chosen'], agg if m == 'mtkd' else [])
-            for m, s in sweep.items() if 'chosen' in s and s['chosen'] != s['shipped'] for seed in bm.seeds]
+            for m, s in sweep.items() if has_swept_runs(s) for seed in bm.seeds]
 
 
 def build_summary(bm: Benchmark, drv: Driver, methods: list[str], skipped: dict[str, str],
@@ -156,7 +162,7 @@ def build_summary(bm: Benchmark, drv: Driver, methods: list[str], skipped: dict[
     for m, s in sweep.items():
         if 'chosen' not in s:
             continue
-        names = [run_name(m, seed, swept=s['chosen'] != s['shipped']) for seed in bm.seeds]
+        names = [run_name(m, seed, swept=has_swept_runs(s)) for seed in bm.seeds]
         by_row[row_label(m, swept=True)] = [res[n] for n in names if n in res]
     rows: dict[str, dict] = {}
     for label, results in by_row.items():
@@ -203,7 +209,7 @@ def plotted_rows(summary: dict) -> list[str]:
 
     def own_runs(label: str) -> bool:
         m, swept = parse_row_label(label)
-        return not swept or sweep.get(m, {}).get('chosen') != sweep.get(m, {}).get('shipped')
+        return not swept or has_swept_runs(sweep.get(m, {}))
     return [label for label, row in summary['rows'].items() if 'skipped' not in row and own_runs(label)]
 
 

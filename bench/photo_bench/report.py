@@ -96,13 +96,13 @@ def sweep_text(summary: dict) -> str:
     text = (f'Each trial: {trial["iters"]} iterations, seed {trial["seed"]}, scored on the validation split; '
             f'a swept row trains the chosen weight like the default rows ({summary["iters"]} iterations, '
             f'the same seeds).')
-    chosen = [m for m, s in sweep.items() if 'chosen' in s]
-    missing = [m for m in chosen if row_label(m, swept=True) not in summary['rows']]
+    rows = {m: summary['rows'].get(row_label(m, swept=True)) for m, s in sweep.items() if 'chosen' in s}
+    missing = [m for m, row in rows.items() if row is None]
     if missing:
         text += f' Swept rows not run yet: {", ".join(missing)}.'
     seeds = summary.get('seeds') or []
-    partial = [f'{m} ({len(row["seeds"])} of {len(seeds)})' for m in chosen
-               if (row := summary['rows'].get(row_label(m, swept=True))) and len(row.get('seeds', [])) < len(seeds)]
+    partial = [f'{m} ({len(row["seeds"])} of {len(seeds)})' for m, row in rows.items()
+               if row and len(row.get('seeds', [])) < len(seeds)]
     if partial:
         text += f' Swept rows with seeds still to run: {", ".join(partial)}.'
     return text

@@ -26,6 +26,10 @@ from photo_bench.stats import last_fraction_gain
 WORK = '<work>'
 
 
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 @dataclass
 class Run:
     """One training run of the benchmark.
@@ -87,10 +91,11 @@ class Driver:
         return re.sub(re.escape(json.dumps(self.work)[1:-1]) + r'(?=[/"])', WORK, json.dumps(opt, sort_keys=True))
 
     def digest(self, opt: dict) -> str:
-        return hashlib.sha256(self.options_text(opt).encode()).hexdigest()
+        return _sha256(self.options_text(opt))
 
-    def done(self, name: str, opt: dict) -> dict | None:
-        """The stored result of a finished run with the same options (``--skip-done``), else ``None``.
+    def done(self, name: str, text: str) -> dict | None:
+        """The stored result of a finished run whose options have the :meth:`options_text` ``text``
+        (``--skip-done``), else ``None``.
 
         A result written before digests named the work folder ``<work>`` holds the digest of its options
         with the absolute work folder it ran in (its ``options`` file's folder): that one matches too.
@@ -100,10 +105,9 @@ class Driver:
             return None
         with open(path, encoding='utf-8') as f:
             res = json.load(f)
-        text = self.options_text(opt)
-        digests = {hashlib.sha256(text.encode()).hexdigest()}
+        digests = {_sha256(text)}
         if ran_in := osp.dirname(osp.dirname(res.get('options') or '')):
-            digests.add(hashlib.sha256(text.replace(WORK, json.dumps(ran_in)[1:-1]).encode()).hexdigest())
+            digests.add(_sha256(text.replace(WORK, json.dumps(ran_in)[1:-1])))
         return res if res.get('options_sha256') in digests else None
 
     def ckpt(self, name: str, it: int | None = None) -> str:
@@ -170,8 +174,9 @@ class Driver:
 
     def execute(self, run: Run, cache: str | None) -> dict:
         opt = self.options(run, cache)
-        digest = self.digest(opt)
-        if (res := self.done(run.name, opt)) is not None:
+        text = self.options_text(opt)
+        digest = _sha256(text)
+        if (res := self.done(run.name, text)) is not None:
             print(f'[bench] {run.name}: done, kept', flush=True)
             return res
         yml = write_yaml(opt, osp.join(self.work, 'options', f'{run.name}.yml'))

@@ -467,7 +467,6 @@ def test_sweep_note_gives_the_trial_budget_and_the_swept_rows_not_run_yet():
     assert sweep_text(partial).endswith('not run yet: fitnet. Swept rows with seeds still to run: mipkd (1 of 3).')
 
 
-
 def test_row_labels_and_run_names_name_the_swept_runs():
     from photo_bench.config import parse_row_label, row_label, run_name
 
@@ -527,12 +526,14 @@ def test_a_run_json_from_another_work_folder_is_recognised_by_its_options(tmp_pa
         with open(here.result_path('kd_s0'), 'w', encoding='utf-8') as f:
             json.dump({'options': f'{driver.work}/options/kd_s0.yml', 'options_sha256': digest}, f)
     store(there, there.digest(opt(there)))  # a digest naming <work>
-    assert here.done('kd_s0', opt(here)) is not None
+    assert here.done('kd_s0', here.options_text(opt(here))) is not None
     legacy = hashlib.sha256(json.dumps(opt(there), sort_keys=True).encode()).hexdigest()
     store(there, legacy)  # written before digests named <work>: the absolute folder it ran in
-    assert here.done('kd_s0', opt(here)) is not None and here.done('kd_s0', opt(here, 2.0)) is None
+    assert here.done('kd_s0', here.options_text(opt(here))) is not None
+    assert here.done('kd_s0', here.options_text(opt(here, 2.0))) is None
     store(here, legacy)  # the same digest said to come from this folder: other options
-    assert here.done('kd_s0', opt(here)) is None
+    assert here.done('kd_s0', here.options_text(opt(here))) is None
+
 
 # --------------------------------------------------------------------------------------- MTKD aggregator
 def test_stage_two_without_any_aggregator_checkpoint_is_a_clear_error(tmp_path):
