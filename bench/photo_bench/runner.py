@@ -26,8 +26,9 @@ from photo_bench.stats import last_fraction_gain
 WORK = '<work>'
 
 
-def _sha256(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
+def digest(options_text: str) -> str:
+    """A run's options digest (``options_sha256`` of its run JSON): SHA-256 of :meth:`Driver.options_text`."""
+    return hashlib.sha256(options_text.encode()).hexdigest()
 
 
 @dataclass
@@ -90,9 +91,6 @@ class Driver:
         where its work folder is, so a run JSON copied from another work folder is recognised."""
         return re.sub(re.escape(json.dumps(self.work)[1:-1]) + r'(?=[/"])', WORK, json.dumps(opt, sort_keys=True))
 
-    def digest(self, opt: dict) -> str:
-        return _sha256(self.options_text(opt))
-
     def done(self, name: str, text: str) -> dict | None:
         """The stored result of a finished run whose options have the :meth:`options_text` ``text``
         (``--skip-done``), else ``None``.
@@ -105,9 +103,9 @@ class Driver:
             return None
         with open(path, encoding='utf-8') as f:
             res = json.load(f)
-        digests = {_sha256(text)}
+        digests = {digest(text)}
         if ran_in := osp.dirname(osp.dirname(res.get('options') or '')):
-            digests.add(_sha256(text.replace(WORK, json.dumps(ran_in)[1:-1])))
+            digests.add(digest(text.replace(WORK, json.dumps(ran_in)[1:-1])))
         return res if res.get('options_sha256') in digests else None
 
     def ckpt(self, name: str, it: int | None = None) -> str:
@@ -175,13 +173,13 @@ class Driver:
     def execute(self, run: Run, cache: str | None) -> dict:
         opt = self.options(run, cache)
         text = self.options_text(opt)
-        digest = _sha256(text)
         if (res := self.done(run.name, text)) is not None:
             print(f'[bench] {run.name}: done, kept', flush=True)
             return res
+        sha = digest(text)
         yml = write_yaml(opt, osp.join(self.work, 'options', f'{run.name}.yml'))
         if run.reuse:
-            return self.reuse_student(run, opt, yml, digest)
+            return self.reuse_student(run, opt, yml, sha)
         if run.method == 'mtkd':
             self.restore_aggregator()
         args = ('--auto_resume',) if self.skip_done else ()
@@ -192,7 +190,7 @@ class Driver:
         with self._lock:
             self.trained.append(run.name)
         curve = self.val_curve(run, opt)
-        res = {**self.result_head(run, opt, yml, digest, train_s, bool(cache)),
+        res = {**self.result_head(run, opt, yml, sha, train_s, bool(cache)),
                'val_curve': {str(it): v for it, v in curve.items()}}
         res.update(self.score_run(run, opt, curve))
         return self.store(res)
@@ -209,11 +207,11 @@ class Driver:
         return train_span_s(folder)
 
     @staticmethod
-    def result_head(run: Run, opt: dict, yml: str, digest: str, train_s: float, cached: bool) -> dict:
+    def result_head(run: Run, opt: dict, yml: str, sha: str, train_s: float, cached: bool) -> dict:
         """The fields every run JSON starts with: what ran, its options file and hash, its training time."""
         return {'name': run.name, 'method': run.method, 'variant': run.variant, 'seed': run.seed, 'iters': run.iters,
                 'weight': run.weight, 'train_s': train_s, 'cached_targets': cached, 'options': yml,
-                'options_sha256': digest, 'ema_decay': opt['train']['ema_decay']}
+                'options_sha256': sha, 'ema_decay': opt['train']['ema_decay']}
 
     def store(self, res: dict) -> dict:
         with open(self.result_path(res['name']), 'w', encoding='utf-8') as f:
@@ -229,13 +227,13 @@ class Driver:
         curve = log.curves.get(opt['datasets']['val']['name'], {}).get('psnr', {}) if log else {}
         return dict(sorted(curve.items()))
 
-    def reuse_student(self, run: Run, opt: dict, yml: str, digest: str) -> dict:
+    def reuse_student(self, run: Run, opt: dict, yml: str, sha: str) -> dict:
         """A sweep trial identical to the default run ``run.reuse``: its kept student scored on the val split."""
         with open(self.result_path(run.reuse), encoding='utf-8') as f:
             src = json.load(f)
         student = self.student_path(src['method'], src['seed'])
         print(f'[bench] {run.name}: same options as {run.reuse}, scoring its student {student}', flush=True)
-        res = {**self.result_head(run, opt, yml, digest, src['train_s'], src['cached_targets']),
+        res = {**self.result_head(run, opt, yml, sha, src['train_s'], src['cached_targets']),
                'reused_from': run.reuse, 'val': self.score_split(student, opt, self._val)}
         return self.store(res)
 

@@ -510,7 +510,7 @@ def test_a_run_json_from_another_work_folder_is_recognised_by_its_options(tmp_pa
     import hashlib
 
     from photo_bench.config import load_benchmark
-    from photo_bench.runner import Driver
+    from photo_bench.runner import Driver, digest
 
     data = make_photo_set(str(tmp_path))
     bm = load_benchmark(make_config(str(tmp_path), data, methods=('scratch', 'kd')))
@@ -519,13 +519,14 @@ def test_a_run_json_from_another_work_folder_is_recognised_by_its_options(tmp_pa
     def opt(driver: Driver, weight: float = 1.0) -> dict:  # the work folder enters like MTKD's aggregator path
         return {'aggregator': {'pretrain': f'{driver.work}/experiments/mtkd1_s0/models/net_g_latest.pth'},
                 'cache': driver.work, 'other': str(tmp_path / 'w_not_it' / 'x'), 'train': {'w': weight}}
-    assert here.digest(opt(here)) == there.digest(opt(there)) != here.digest(opt(here, 2.0))
+    assert (digest(here.options_text(opt(here))) == digest(there.options_text(opt(there)))
+            != digest(here.options_text(opt(here, 2.0))))
     assert f'{here.work}_not_it' in here.options_text(opt(here))  # a longer sibling path stays as it is
 
-    def store(driver: Driver, digest: str) -> None:
+    def store(driver: Driver, sha: str) -> None:
         with open(here.result_path('kd_s0'), 'w', encoding='utf-8') as f:
-            json.dump({'options': f'{driver.work}/options/kd_s0.yml', 'options_sha256': digest}, f)
-    store(there, there.digest(opt(there)))  # a digest naming <work>
+            json.dump({'options': f'{driver.work}/options/kd_s0.yml', 'options_sha256': sha}, f)
+    store(there, digest(there.options_text(opt(there))))  # a digest naming <work>
     assert here.done('kd_s0', here.options_text(opt(here))) is not None
     legacy = hashlib.sha256(json.dumps(opt(there), sort_keys=True).encode()).hexdigest()
     store(there, legacy)  # written before digests named <work>: the absolute folder it ran in
